@@ -1,0 +1,147 @@
+"""The ``workdir``: how notebooks hand artifacts to each other, cached by what produced them.
+
+Layout (``workdir`` is ``work/<profile>`` by default)::
+
+    workdir/
+      <stage>/<key>/stage.json        parameters and upstream key that produced this folder
+      <stage>/<key>/<scan_id>/...     per-scan artifacts (NIfTI volumes, arrays)
+      <stage>/current.json            which <key> the last run of <stage> produced
+      results/<notebook stem>.json    flat metrics behind each notebook's tables
+
+A stage (``scans``, ``masks``, ``projections``, ``datasets``, ``models`` ...) names its folder
+by :func:`stage_key`, a hash of its own parameters *and* of the key of the stage it reads from.
+New parameters anywhere upstream therefore give new folders (stale artifacts are never reused),
+while re-running with the same ones finds every finished artifact in place. Per-scan artifacts
+are written through :func:`atomic_dir`, so an interrupted run leaves no half-written scan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def stage_key(params: dict, upstream: str | None = None) -> str:
+    """A short stable hash of a stage's parameters and of its upstream stage's key.
+
+    Parameters
+    ----------
+    params : dict
+        JSON-serialisable parameters (order of keys does not matter).
+    upstream : str, optional
+        Key of the stage whose artifacts this stage reads.
+
+    Returns
+    -------
+    str
+        12 hexadecimal characters.
+    """
+    text = json.dumps({"params": _jsonable(params), "upstream": upstream}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def stage_dir(workdir: str | os.PathLike, stage: str, params: dict, upstream: str | None = None) -> Path:
+    """Create (or find) the folder of a stage for these parameters and record it as current.
+
+    Returns
+    -------
+    pathlib.Path
+        ``workdir/<stage>/<key>``; its ``stage.json`` holds the parameters and upstream key.
+    """
+    key = stage_key(params, upstream)
+    path = Path(workdir) / stage / key
+    path.mkdir(parents=True, exist_ok=True)
+    record = {"stage": stage, "key": key, "upstream": upstream, "params": _jsonable(params)}
+    write_json(path / "stage.json", record)
+    write_json(Path(workdir) / stage / "current.json", record)
+    return path
+
+
+def current_stage(workdir: str | os.PathLike, stage: str) -> tuple[str, Path]:
+    """The key and folder that the last run of ``stage`` produced.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the stage has not been run in this workdir, naming the notebook order to follow.
+    """
+    record_path = Path(workdir) / stage / "current.json"
+    if not record_path.is_file():
+        raise FileNotFoundError(
+            f"{record_path}: stage '{stage}' has not been run in {workdir}; run the notebooks "
+            "that produce it first (in _toc.yml order), with the same workdir"
+        )
+    record = json.loads(record_path.read_text())
+    return record["key"], Path(workdir) / stage / record["key"]
+
+
+@contextmanager
+def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """Write a folder's contents into a temporary sibling and rename it into place on success.
+
+    On an error (or an interrupt) the temporary folder is removed and ``final`` is untouched,
+    so a folder that exists is always complete.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(_jsonable(obj), fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_results(workdir: str | os.PathLike, notebook_stem: str, metrics: dict[str, Any]) -> Path:
+    """Write a notebook's numbers to ``workdir/results/<notebook_stem>.json``.
+
+    Parameters
+    ----------
+    metrics : dict
+        A flat mapping of metric name -> number, string or bool (no nesting). It replaces what
+        the file held, so no number from an earlier run with other parameters survives.
+    """
+    for name, value in metrics.items():
+        if isinstance(value, (dict, list, tuple)):
+            raise TypeError(f"results metric '{name}' must be a scalar, got {type(value).__name__}")
+    return write_json(Path(workdir) / "results" / f"{notebook_stem}.json", metrics)
+
+
+def read_results(workdir: str | os.PathLike, notebook_stem: str) -> dict[str, Any]:
+    """Read ``workdir/results/<notebook_stem>.json``."""
+    return json.loads((Path(workdir) / "results" / f"{notebook_stem}.json").read_text())
