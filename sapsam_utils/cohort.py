@@ -1,0 +1,574 @@
+"""The synthetic CPA cohort (the study's embedded default) and the ``scans`` stage.
+
+Cohort simulator (:func:`simulate_cohort`)
+------------------------------------------
+The paper's cohort is private; this module writes a manifest of a cohort shaped like it:
+172 patients and 352 CT studies, of which 76 control studies (76 patients, one scan each, no
+sign) and 276 CPA studies from 96 patients with 1-8 longitudinal scans each over up to 12 years.
+Every scan's ``source`` is ``phantom:<seed>``: :func:`sapsam_utils.phantom.make_phantom` turns the
+row's labels into a CT with voxel-exact truth. Ids are pseudonymous (``P0001``, ``S0001``), dates
+ISO. Everything follows from one ``seed``.
+
+*Signs at the first scan.* Each CPA patient has a severity ``s ~ N(0, 1)``. At the first scan the
+probability of a sign in a sub-region is ``sigmoid(logit(p[sign][level] * side[side]) + 0.8 s)``
+with the rates of :data:`FIRST_SCAN_RATES` (upper >> middle > lower) and :data:`SIDE_FACTOR` (the
+right side a little more often). A fungus ball can only form in a region that has a cavity (the
+phantom plants it inside that cavity). Every CPA patient has at least one cavity at diagnosis.
+The paper's Table 1 (sign counts per sub-region) could not be consulted when this was written, so
+these rates are plausible choices, **not** the paper's numbers; they keep its pattern (disease
+of the upper zones, as in chronic cavitary pulmonary aspergillosis).
+
+*Disease between scans.* Between two scans ``dt`` years apart each sign appears, or goes, with
+probability ``1 - exp(-rate * dt)``. A new cavity appears at a base rate by level, and faster next
+to a region that already has one (neighbours: the adjacent level on the same side, and the same
+level on the other side at a third of the weight), so disease grows to neighbouring regions. Fungus
+balls form inside existing cavities and vanish with them; pleural thickening follows cavities in its
+region; pre-existing conditions are mostly stable. Each patient's rates are scaled by an activity
+``exp(0.6 s + N(0, 0.4))``; about a third of the patients respond to treatment (new signs 3 times
+rarer, regression 3 times faster), so some disease regresses.
+
+*Deaths.* A scan's disease burden is ``sum over regions of 1.0 cavity + 1.5 fungus_ball + 0.7
+pleural_thickening + 0.4 preexisting`` (:func:`burden`). After a patient's last scan the hazard of
+death is constant, ``h0 * exp(beta * (burden_last - 3) + sigma * u)`` with a patient frailty
+``u ~ N(0, 1)`` (the noise: what the images do not show), ``h0`` = 0.09 / year, ``beta`` = 0.28,
+``sigma`` = 0.8; controls die at 1 % a year. Because the patient is alive at every one of their
+scans, drawing the death after the last scan is the same as a constant hazard that is conditioned on
+survival to that scan. Scans run from 2004 to 2016; follow-up ends on 2018-12-31, earlier for the
+10 % of living patients lost to follow-up. So 2-year survival after a scan depends on the burden but
+is not decided by it: :func:`two_year_death` and :func:`auc` measure how well burden alone predicts.
+
+The ``scans`` stage (:func:`build_scans`)
+-----------------------------------------
+Turns each selected manifest row into ``<out_dir>/<scan_id>/``: ``ct.nii.gz`` (int16 HU, LPS),
+``truth_lungs.nii.gz`` (phantom truth, or the manifest's ``lung_mask``), ``truth_signs.nii.gz``
+(phantoms only), ``lesions.nii.gz`` (the manifest's ``lesion_mask``), ``scan.json``; and
+``<out_dir>/cohort.csv`` (the selected rows, file paths made absolute). Each scan is written
+through :func:`sapsam_utils.cache.atomic_dir`, so a scan folder that exists is complete: a rerun
+skips it and an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from .cache import atomic_dir, write_json
+from .loading import load_label, load_source
+from .manifest import (
+    ALL_COLUMNS,
+    OPTIONAL_COLUMNS,
+    PHANTOM_PREFIX,
+    normalise,
+    phantom_seed,
+    resolve_path,
+    source_kind,
+    write_manifest,
+)
+from .regions import LABEL_COLUMNS, LABELS, LUNG_LEFT, LUNG_RIGHT, REGIONS
+from .volume import Volume, write_volume
+
+#: The paper's cohort: patients and studies.
+PAPER_COUNTS = {"control_patients": 76, "cpa_patients": 96, "cpa_scans": 276, "max_scans": 8, "max_years": 12}
+#: Probability of each sign in a sub-region at a CPA patient's first scan, by level (upper, middle,
+#: lower), for a patient of average severity. ``fungus_ball`` is conditional on a cavity there.
+#: Chosen, not the paper's Table 1 (see the module docstring).
+FIRST_SCAN_RATES = {
+    "preexisting": (0.40, 0.22, 0.10),
+    "cavity": (0.50, 0.14, 0.06),
+    "fungus_ball": (0.40, 0.28, 0.20),
+    "pleural_thickening": (0.45, 0.12, 0.05),
+}
+#: Relative frequency of signs on the patient's right and left.
+SIDE_FACTOR = {"R": 1.0, "L": 0.8}
+#: Yearly rates of appearance (base, by level) and disappearance of each sign between scans.
+APPEAR_RATE = {"preexisting": (0.02, 0.01, 0.006), "cavity": (0.05, 0.02, 0.008),
+               "fungus_ball": (0.3, 0.3, 0.3), "pleural_thickening": (0.04, 0.012, 0.005)}
+REGRESS_RATE = {"preexisting": 0.02, "cavity": 0.06, "fungus_ball": 0.12, "pleural_thickening": 0.04}
+#: Extra yearly rate of a new cavity per neighbouring region with a cavity.
+SPREAD_RATE = 0.25
+#: Extra yearly rate of pleural thickening in a region with a cavity.
+PLEURA_NEAR_CAVITY_RATE = 0.15
+#: Weights of each sign in the disease burden of a scan.
+BURDEN_WEIGHTS = {"cavity": 1.0, "fungus_ball": 1.5, "pleural_thickening": 0.7, "preexisting": 0.4}
+#: Death model after the last scan (per year): h0 * exp(beta * (burden - 3) + sigma * u).
+DEATH_MODEL = {"h0": 0.09, "beta": 0.28, "burden_ref": 3.0, "sigma": 0.8, "control_rate": 0.01}
+#: First and last day of the scans, and the end of follow-up.
+SCAN_WINDOW = ("2004-01-01", "2016-12-31")
+FOLLOWUP_END = "2018-12-31"
+#: Share of living patients lost to follow-up before FOLLOWUP_END.
+LOST_TO_FOLLOWUP = 0.10
+
+
+def _neighbours(region: str) -> list[tuple[str, float]]:
+    """Regions next to ``region``: the adjacent level on the same side (weight 1) and the same
+    level on the other side (weight 1/3)."""
+    side, level = region
+    order = "UML"
+    out = [(side + order[i], 1.0) for i in (order.index(level) - 1, order.index(level) + 1) if 0 <= i < 3]
+    out.append(({"R": "L", "L": "R"}[side] + level, 1 / 3))
+    return out
+
+
+def _level(region: str) -> int:
+    return "UML".index(region[1])
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _logit(p):
+    return np.log(p / (1.0 - p))
+
+
+def _first_scan_signs(rng: np.random.Generator, severity: float) -> dict[str, int]:
+    state = {c: 0 for c in LABEL_COLUMNS}
+    for region in REGIONS:
+        for label in ("preexisting", "cavity", "pleural_thickening", "fungus_ball"):
+            if label == "fungus_ball" and not state[f"{region}_cavity"]:
+                continue
+            p = FIRST_SCAN_RATES[label][_level(region)] * SIDE_FACTOR[region[0]]
+            state[f"{region}_{label}"] = int(rng.random() < _sigmoid(_logit(p) + 0.8 * severity))
+    if not any(state[f"{r}_cavity"] for r in REGIONS):  # CPA is diagnosed on a cavity
+        side = "R" if rng.random() < 0.55 else "L"
+        state[f"{side}U_cavity"] = 1
+    return state
+
+
+def _evolve(rng: np.random.Generator, state: dict[str, int], dt: float, activity: float, responder: bool) -> dict[str, int]:
+    """The signs ``dt`` years later (see the module docstring)."""
+    grow = activity * (1 / 3 if responder else 1.0)
+    shrink = 3.0 if responder else 1.0
+    new = dict(state)
+    for region in REGIONS:
+        lvl = _level(region)
+        cav_near = sum(w * state[f"{n}_cavity"] for n, w in _neighbours(region))
+        for label in ("preexisting", "cavity", "pleural_thickening"):
+            key = f"{region}_{label}"
+            if state[key]:
+                rate = REGRESS_RATE[label] * shrink
+                if rng.random() < 1 - np.exp(-rate * dt):
+                    new[key] = 0
+            else:
+                rate = APPEAR_RATE[label][lvl] * SIDE_FACTOR[region[0]]
+                if label == "cavity":
+                    rate += SPREAD_RATE * cav_near
+                if label == "pleural_thickening":
+                    rate += PLEURA_NEAR_CAVITY_RATE * state[f"{region}_cavity"]
+                if rng.random() < 1 - np.exp(-rate * grow * dt):
+                    new[key] = 1
+        key = f"{region}_fungus_ball"
+        if not new[f"{region}_cavity"]:
+            new[key] = 0  # a fungus ball lies in a cavity
+        elif state[key]:
+            if rng.random() < 1 - np.exp(-REGRESS_RATE["fungus_ball"] * shrink * dt):
+                new[key] = 0
+        elif rng.random() < 1 - np.exp(-APPEAR_RATE["fungus_ball"][lvl] * grow * dt):
+            new[key] = 1
+    return new
+
+
+def burden(labels: pd.DataFrame | dict) -> pd.Series | float:
+    """Disease burden of scans: weighted count of their positive labels (:data:`BURDEN_WEIGHTS`)."""
+    if isinstance(labels, dict):
+        return float(sum(BURDEN_WEIGHTS[lab] * labels[f"{r}_{lab}"] for r in REGIONS for lab in LABELS))
+    total = pd.Series(0.0, index=labels.index)
+    for lab in LABELS:
+        total += BURDEN_WEIGHTS[lab] * labels[[f"{r}_{lab}" for r in REGIONS]].astype(float).sum(axis=1)
+    return total
+
+
+def _scan_counts(rng: np.random.Generator, n_patients: int, n_scans: int, max_scans: int) -> np.ndarray:
+    """Scans per patient, 1..max_scans, summing to n_scans: a shifted Poisson, adjusted, with one
+    patient at each end of the range (as in the paper's 1-8) when there are enough scans."""
+    if not n_patients <= n_scans <= n_patients * max_scans:
+        raise ValueError(f"{n_scans} scans cannot be spread over {n_patients} patients with 1..{max_scans} each")
+    counts = np.clip(1 + rng.poisson(n_scans / n_patients - 1, n_patients), 1, max_scans)
+    free = np.ones(n_patients, bool)
+    if n_patients >= 2 and n_scans >= max_scans + 1 + (n_patients - 2):
+        counts[:2] = (max_scans, 1)
+        free[:2] = False
+    while counts.sum() != n_scans:
+        if counts.sum() < n_scans:
+            counts[rng.choice(np.flatnonzero(free & (counts < max_scans)))] += 1
+        else:
+            counts[rng.choice(np.flatnonzero(free & (counts > 1)))] -= 1
+    return rng.permutation(counts)
+
+
+def _day(text: str) -> int:
+    return _dt.date.fromisoformat(text).toordinal()
+
+
+def _iso(day: float) -> str:
+    return _dt.date.fromordinal(int(day)).isoformat()
+
+
+def simulate_cohort(
+    seed: int = 0,
+    control_patients: int = PAPER_COUNTS["control_patients"],
+    cpa_patients: int = PAPER_COUNTS["cpa_patients"],
+    cpa_scans: int = PAPER_COUNTS["cpa_scans"],
+    max_scans: int = PAPER_COUNTS["max_scans"],
+    max_years: float = PAPER_COUNTS["max_years"],
+) -> pd.DataFrame:
+    """Simulate the manifest of a cohort shaped like the paper's (see the module docstring).
+
+    Parameters
+    ----------
+    seed : int
+        Seed of every random choice; the same seed gives the same manifest.
+    control_patients, cpa_patients, cpa_scans : int
+        Cohort size; the defaults are the paper's (76 + 96 patients, 76 + 276 scans).
+    max_scans : int
+        Most scans of one CPA patient.
+    max_years : float
+        Longest span between a patient's first and last scan.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A valid manifest (columns :data:`~sapsam_utils.manifest.ALL_COLUMNS`), one row per scan,
+        sorted by patient and date; ``source`` is ``phantom:<seed>``.
+    """
+    rng = np.random.default_rng([seed, 1902])
+    first, last = _day(SCAN_WINDOW[0]), _day(SCAN_WINDOW[1])
+    end = _day(FOLLOWUP_END)
+    year = 365.25
+    patients = []  # (group, [(day, labels)], yearly hazard of death after the last scan)
+    for _ in range(control_patients):
+        day = rng.integers(first, last + 1)
+        patients.append(("control", [(day, {c: 0 for c in LABEL_COLUMNS})], DEATH_MODEL["control_rate"]))
+    for n in _scan_counts(rng, cpa_patients, cpa_scans, max_scans):
+        severity = rng.normal()
+        activity = float(np.exp(0.6 * severity + rng.normal(0, 0.4)))
+        responder = rng.random() < 1 / 3
+        gaps = np.maximum(rng.gamma(2.0, 0.75, n - 1), 0.1)  # years between scans, mean 1.5
+        span = gaps.sum()
+        if span > max_years:
+            gaps *= max_years / span
+        offsets = np.concatenate([[0.0], np.cumsum(gaps)]) * year
+        start = rng.integers(first, int(last - offsets[-1]) + 1)
+        state = _first_scan_signs(rng, severity)
+        scans = [(start, state)]
+        for gap in gaps:
+            state = _evolve(rng, state, gap, activity, responder)
+            scans.append((start + offsets[len(scans)], state))
+        hazard = DEATH_MODEL["h0"] * np.exp(
+            DEATH_MODEL["beta"] * (burden(state) - DEATH_MODEL["burden_ref"]) + DEATH_MODEL["sigma"] * rng.normal()
+        )
+        patients.append(("cpa", scans, hazard))
+
+    rows = []
+    order = rng.permutation(len(patients))  # pseudonymous ids do not reveal the group
+    for number, index in enumerate(order, start=1):
+        group, scans, hazard = patients[index]
+        last_scan = int(scans[-1][0])
+        death = last_scan + rng.exponential(1.0 / hazard) * year
+        followup_end = end
+        if rng.random() < LOST_TO_FOLLOWUP:
+            followup_end = rng.integers(last_scan, end + 1)
+        died = death <= followup_end
+        death_date = _iso(death) if died else ""
+        followup = _iso(death) if died else _iso(followup_end)
+        for day, labels in scans:
+            rows.append({"patient_id": f"P{number:04d}", "scan_date": _iso(day), "group": group,
+                         **labels, "death_date": death_date, "last_followup_date": followup})
+    table = pd.DataFrame(rows).sort_values(["patient_id", "scan_date"], kind="stable").reset_index(drop=True)
+    table.insert(1, "scan_id", [f"S{i:04d}" for i in range(1, len(table) + 1)])
+    table.insert(3, "source", [f"{PHANTOM_PREFIX}{seed * 100000 + i}" for i in range(1, len(table) + 1)])
+    for column in OPTIONAL_COLUMNS:
+        table[column] = ""
+    return normalise(table[list(ALL_COLUMNS)])
+
+
+def select_patients(manifest: pd.DataFrame, n_patients: int | None, seed: int = 0) -> pd.DataFrame:
+    """A random subset of patients (all their scans), keeping controls and CPA in proportion.
+
+    Parameters
+    ----------
+    manifest : pandas.DataFrame
+        A manifest table.
+    n_patients : int or None
+        Patients to keep; None, or at least the number of patients, keeps every row.
+    seed : int
+        Seed of the choice.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The chosen patients' rows in manifest order. With two or more patients both groups are
+        represented when the manifest has both.
+    """
+    groups = manifest.groupby("patient_id", sort=True)["group"].first()
+    if n_patients is None or n_patients >= len(groups):
+        return manifest.reset_index(drop=True)
+    if n_patients < 1:
+        raise ValueError(f"n_patients must be at least 1, got {n_patients}")
+    rng = np.random.default_rng([seed, 2])
+    by_group = {g: sorted(groups.index[groups == g]) for g in sorted(groups.unique())}
+    share = {g: len(ids) / len(groups) for g, ids in by_group.items()}
+    take = {g: int(round(n_patients * s)) for g, s in share.items()}
+    if n_patients >= len(by_group):
+        for g in by_group:  # both groups present
+            take[g] = min(max(take[g], 1), len(by_group[g]))
+    while sum(take.values()) > n_patients:
+        g = max(take, key=lambda k: take[k] - n_patients * share[k])
+        take[g] -= 1
+    while sum(take.values()) < n_patients:
+        g = min((k for k in take if take[k] < len(by_group[k])), key=lambda k: take[k] - n_patients * share[k])
+        take[g] += 1
+    chosen = set()
+    for g, ids in by_group.items():
+        chosen.update(rng.choice(ids, size=take[g], replace=False).tolist())
+    return manifest[manifest["patient_id"].isin(chosen)].reset_index(drop=True)
+
+
+def two_year_death(manifest: pd.DataFrame, years: float = 2.0) -> pd.Series:
+    """Per scan: 1.0 if the patient died within ``years`` of the scan, 0.0 if known alive then,
+    NaN when follow-up ended earlier without a death (unknown)."""
+    scan = pd.to_datetime(manifest["scan_date"])
+    horizon = scan + pd.to_timedelta(years * 365.25, unit="D")
+    death = pd.to_datetime(manifest["death_date"].replace("", None))
+    last = pd.to_datetime(manifest["last_followup_date"])
+    out = pd.Series(np.nan, index=manifest.index)
+    out[death.notna() & (death <= horizon)] = 1.0
+    out[(death.isna() | (death > horizon)) & (last >= horizon)] = 0.0
+    return out
+
+
+def auc(score: Iterable[float], outcome: Iterable[float]) -> float:
+    """Area under the ROC curve of ``score`` for a 0/1 ``outcome`` (ties count one half)."""
+    score, outcome = np.asarray(score, float), np.asarray(outcome, float)
+    pos, neg = score[outcome == 1], score[outcome == 0]
+    if pos.size == 0 or neg.size == 0:
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (pos.size * neg.size))
+
+
+def sign_table(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Occurrences of each sign per sub-region (the layout of the paper's Table 1).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Rows: the four labels; columns: (level, side) for upper / middle / lower x left / right,
+        then ``total``. Each cell counts the scans with that label in that sub-region.
+    """
+    levels = {"U": "upper", "M": "middle", "L": "lower"}
+    sides = {"L": "left", "R": "right"}
+    data = {}
+    for lvl, level in levels.items():
+        for sd, side in sides.items():
+            data[(level, side)] = [int(manifest[f"{sd}{lvl}_{lab}"].sum()) for lab in LABELS]
+    table = pd.DataFrame(data, index=list(LABELS))
+    table.columns = pd.MultiIndex.from_tuples(table.columns, names=["level", "side"])
+    table[("total", "")] = table.sum(axis=1)
+    return table
+
+
+def cohort_summary(manifest: pd.DataFrame) -> dict[str, float]:
+    """Counts behind the cohort table: patients, scans, scans per patient, follow-up, deaths."""
+    patients = manifest.groupby("patient_id")
+    group = patients["group"].first()
+    per_patient = patients.size()
+    first_scan = pd.to_datetime(patients["scan_date"].min())
+    last_scan = pd.to_datetime(patients["scan_date"].max())
+    followup = pd.to_datetime(patients["last_followup_date"].first())
+    dead = patients["death_date"].first() != ""
+    cpa = manifest["group"] == "cpa"
+    outcome = two_year_death(manifest)
+    known = cpa & outcome.notna()
+    cpa_ids = group.index[group == "cpa"]
+    return {
+        "patients": int(len(group)),
+        "scans": int(len(manifest)),
+        "control_patients": int((group == "control").sum()),
+        "control_scans": int((~cpa).sum()),
+        "cpa_patients": int((group == "cpa").sum()),
+        "cpa_scans": int(cpa.sum()),
+        "cpa_scans_per_patient_min": int(per_patient[cpa_ids].min()) if len(cpa_ids) else 0,
+        "cpa_scans_per_patient_median": float(per_patient[cpa_ids].median()) if len(cpa_ids) else 0.0,
+        "cpa_scans_per_patient_max": int(per_patient[cpa_ids].max()) if len(cpa_ids) else 0,
+        "cpa_scan_span_years_max": float(((last_scan - first_scan).dt.days / 365.25)[cpa_ids].max()) if len(cpa_ids) else 0.0,
+        "followup_years_median": float(((followup - first_scan).dt.days / 365.25).median()),
+        "deaths": int(dead.sum()),
+        "cpa_deaths": int(dead[cpa_ids].sum()),
+        "cpa_scans_2y_known": int(known.sum()),
+        "cpa_scans_2y_death_rate": float(outcome[known].mean()) if known.any() else float("nan"),
+        "cpa_burden_auc_2y_death": auc(burden(manifest[known]), outcome[known]),
+    }
+
+
+# --- the scans stage ----------------------------------------------------------------------------
+
+
+def scans_stage_params(selected: pd.DataFrame, phantom_shape, phantom_spacing, difficulty: float) -> dict:
+    """The parameters that key the ``scans`` stage: the selected rows (hashed) and the phantom grid."""
+    text = normalise(selected).to_csv(index=False, lineterminator="\n")
+    return {
+        "rows_sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "n_scans": int(len(selected)),
+        "phantom_shape": [int(n) for n in phantom_shape],
+        "phantom_spacing": [float(s) for s in phantom_spacing],
+        "difficulty": float(difficulty),
+    }
+
+
+class ScanBuildError(RuntimeError):
+    """A scan that could not be built; the message names its scan_id and source."""
+
+
+def build_scan(row: dict, manifest_dir: str | os.PathLike, scan_dir: str | os.PathLike,
+               phantom_shape=(216, 256, 256), phantom_spacing=(1.5, 1.4, 1.4), difficulty: float = 1.0) -> dict:
+    """Materialise one manifest row into ``scan_dir`` (written atomically; see :func:`build_scans`).
+
+    Returns
+    -------
+    dict
+        The ``scan.json`` record.
+    """
+    scan_dir = Path(scan_dir)
+    try:
+        kind = source_kind(row["source"], manifest_dir)
+        volumes: dict[str, Volume] = {}
+        record = {"scan_id": row["scan_id"], "patient_id": row["patient_id"], "kind": kind}
+        if kind == "phantom":
+            from .phantom import make_phantom  # the generator is only needed for phantom rows
+
+            labels = {c: int(row[c]) for c in LABEL_COLUMNS}
+            phantom = make_phantom(labels, phantom_seed(row["source"]), tuple(phantom_shape), tuple(phantom_spacing), difficulty)
+            if phantom.labels != labels:
+                wrong = [c for c in LABEL_COLUMNS if phantom.labels[c] != labels[c]]
+                raise ValueError(f"the phantom's truth disagrees with the manifest labels: {', '.join(wrong)}")
+            volumes = {"ct": phantom.ct, "truth_lungs": phantom.lungs, "truth_signs": phantom.signs}
+            record["phantom"] = {"seed": phantom_seed(row["source"]), "difficulty": float(difficulty),
+                                 "details": phantom.details}
+        else:
+            volumes["ct"] = load_source(row["source"], manifest_dir)
+        for column, name in (("lung_mask", "truth_lungs"), ("lesion_mask", "lesions")):
+            if str(row.get(column, "") or "").strip():
+                volumes[name] = load_label(row[column], manifest_dir, volumes["ct"])
+        if "truth_lungs" in volumes and not set(np.unique(volumes["truth_lungs"].array)) <= {0, LUNG_RIGHT, LUNG_LEFT}:
+            raise ValueError(f"lung_mask values must be 0, {LUNG_RIGHT} (right) or {LUNG_LEFT} (left)")
+        ct = volumes["ct"]
+        record.update(shape=list(ct.array.shape), spacing=list(ct.spacing), origin=list(ct.origin),
+                      files=sorted(f"{name}.nii.gz" for name in volumes))
+        with atomic_dir(scan_dir) as tmp:
+            for name, volume in volumes.items():
+                write_volume(volume, tmp / f"{name}.nii.gz")
+            write_json(tmp / "scan.json", record)  # last: its presence marks a complete scan
+        return record
+    except Exception as err:
+        raise ScanBuildError(f"scan {row['scan_id']} (source {row['source']}): {err}") from err
+
+
+def _absolute_paths(selected: pd.DataFrame, manifest_dir: Path) -> pd.DataFrame:
+    out = normalise(selected)
+    for column in ("source", *OPTIONAL_COLUMNS):
+        out[column] = [
+            v if (not v or v.startswith(PHANTOM_PREFIX)) else str(resolve_path(v, manifest_dir).resolve())
+            for v in out[column]
+        ]
+    return out
+
+
+def build_scans(manifest: pd.DataFrame, manifest_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                phantom_shape=(216, 256, 256), phantom_spacing=(1.5, 1.4, 1.4), difficulty: float = 1.0,
+                n_jobs: int = 1, progress: bool = True) -> pd.DataFrame:
+    """Materialise the selected manifest rows as the ``scans`` stage.
+
+    Parameters
+    ----------
+    manifest : pandas.DataFrame
+        The selected rows of a validated manifest.
+    manifest_dir : path-like
+        The manifest's folder (relative paths are relative to it).
+    out_dir : path-like
+        The stage folder (:func:`sapsam_utils.cache.stage_dir`).
+    phantom_shape, phantom_spacing, difficulty
+        Grid and difficulty of the phantoms (:func:`sapsam_utils.phantom.make_phantom`).
+    n_jobs : int
+        Worker processes (1: build in this process).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per scan: ``scan_id``, ``kind``, ``shape``, ``spacing``, ``built`` (False when it was
+        already complete and skipped).
+
+    Raises
+    ------
+    ScanBuildError
+        For the first scan that fails, naming its scan_id and source; finished scans are kept.
+    """
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    manifest_dir = Path(manifest_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cohort = _absolute_paths(manifest, manifest_dir)
+    write_manifest(cohort, out_dir / "cohort.csv")
+    import json
+
+    records, todo = {}, []
+    for row in cohort.to_dict("records"):
+        record_path = out_dir / row["scan_id"] / "scan.json"
+        if record_path.is_file():
+            records[row["scan_id"]] = (json.loads(record_path.read_text()), False)
+        else:
+            todo.append(row)
+    grid = dict(phantom_shape=tuple(phantom_shape), phantom_spacing=tuple(phantom_spacing), difficulty=difficulty)
+    bar = tqdm(total=len(todo), desc="scans", unit="scan", disable=not progress or not todo)
+    try:
+        if n_jobs <= 1 or len(todo) <= 1:
+            for row in todo:
+                records[row["scan_id"]] = (build_scan(row, manifest_dir, out_dir / row["scan_id"], **grid), True)
+                bar.update()
+        else:
+            with ProcessPoolExecutor(max_workers=min(n_jobs, len(todo))) as pool:
+                futures = {pool.submit(build_scan, row, manifest_dir, out_dir / row["scan_id"], **grid): row for row in todo}
+                try:
+                    for future in as_completed(futures):
+                        records[futures[future]["scan_id"]] = (future.result(), True)
+                        bar.update()
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+    finally:
+        bar.close()
+    return pd.DataFrame(
+        [{"scan_id": sid, "kind": rec["kind"], "shape": tuple(rec["shape"]), "spacing": tuple(rec["spacing"]), "built": built}
+         for sid, (rec, built) in ((s, records[s]) for s in cohort["scan_id"])]
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Write the default cohort manifest: ``python -m sapsam_utils.cohort [--seed N] [--out PATH]``."""
+    import argparse
+
+    from .paths import project_path
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
+    parser.add_argument("--out", default="data_manifest.csv", help="manifest path (default data_manifest.csv at the project root)")
+    args = parser.parse_args(argv)
+    table = simulate_cohort(args.seed)
+    path = write_manifest(table, project_path(args.out))
+    summary = cohort_summary(table)
+    print(f"wrote {path}: {summary['patients']} patients, {summary['scans']} scans")
+
+
+if __name__ == "__main__":
+    main()

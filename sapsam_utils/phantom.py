@@ -1,0 +1,1110 @@
+"""Synthetic chest CT phantoms with voxel-exact truth: the study's embedded default data.
+
+:func:`make_phantom` turns a row of sparse labels (the 24 :data:`~sapsam_utils.regions.LABEL_COLUMNS`)
+and a seed into a chest CT in Hounsfield units together with its truth: the lung envelope (right /
+left), one label volume of the signs, and the labels that the signs imply.
+
+How a phantom is built
+----------------------
+Everything is defined in millimetres in a patient frame centred on the field of view (FOV), so a
+phantom looks the same on any grid; the grid only samples it. Arrays are ``(z, y, x)`` in LPS (see
+:mod:`sapsam_utils.volume`): ``z`` upwards, ``y`` front to back, ``x`` from the patient's right to
+left. The steps, in order:
+
+1. **Patient** (:func:`draw_anatomy`): body size, fat and muscle thickness, lung height, dome
+   heights, heart, spine, aorta, trachea and rib positions are drawn from the seed.
+2. **Body** (:func:`_paint_body`): an elliptic body outline (narrowing to the neck above the lungs)
+   with subcutaneous fat and a muscle layer, ribs (bands of bone in the chest wall that descend
+   towards the front), sternum, the thoracic cavity with mediastinal soft tissue, and liver /
+   abdomen below the diaphragm.
+3. **Lung envelope** (:func:`_lung_envelope`): per lung, an ellipse per axial slice that narrows
+   into a rounded apex, clipped by the thoracic cavity, above a dome-shaped diaphragm (right dome
+   higher, posterior recess deepest), minus the mediastinum, heart, aorta and spine. The envelope
+   never depends on the labels: it is built first, then the lung box and the six sub-regions
+   (:func:`sapsam_utils.regions.region_slices`) are computed from it, then the signs are planted.
+4. **Mediastinum**: heart (anterior, left, resting on the left dome), ascending aorta, aortic
+   arch and descending aorta, vertebral bodies with discs, spinal canal and posterior elements,
+   trachea from the top of the FOV to the carina and two main bronchi to the hila.
+5. **Parenchyma**: about -850 HU plus a smooth random texture (generated on a coarse grid and
+   linearly upsampled) and a front-to-back gravity gradient (dependent lung is denser).
+6. **Vessels**: one tree per lung grown from the hilum by recursive halving of random points
+   spread through the lung (each branch aims at the centre of the points it supplies; radii follow
+   Murray's law, ``r ~ n ** (1 / 3)`` of the points supplied), so they thin towards the periphery.
+   Tubes are drawn with partial-volume edges, only inside the envelope; the first generations
+   also carry a bronchus (air lumen, soft-tissue wall) beside the vessel.
+7. **Signs** (:func:`_plant_signs`), each only inside its sub-region of the envelope and at least
+   ``REGION_MARGIN`` (8 %) of the lung box's extent away from every inner cut of the box, so that
+   it stays in its region when the box is re-estimated from a segmentation:
+
+   * ``cavity``: an irregular air space (``CAVITY_LUMEN``, -1000 HU) inside a soft-tissue wall
+     (code 2, ~+30 HU) whose thickness varies around the cavity; 1-4 cm across;
+   * ``fungus_ball``: a soft-tissue ball (code 3, ~+45 HU) lying in a cavity's lumen, resting on
+     its posterior (dependent, supine patient) side, with an air crescent (``CAVITY_LUMEN``) in
+     front. A fungus ball **requires** the cavity label of the same region (otherwise
+     ``ValueError``): the cavity's wall is code 2, so the truth always carries both;
+   * ``pleural_thickening``: a soft-tissue rind (code 4, ~+25 HU) of a few mm along the costal
+     pleura (the envelope's outer surface). In an upper region it is usually an apical cap;
+   * ``preexisting`` (code 1): one condition per patient, picked by the seed among emphysema
+     (~-950 HU with darker holes), consolidation (~+20 HU with air bronchograms), ground glass
+     (~-600 HU, vessels still visible) and bronchiectasis (dilated air tubes with thick walls); a
+     blob of 2-5 cm inside the region. Its truth is the whole blob (for bronchiectasis: the tubes).
+
+   Sign truth voxels are always inside the envelope (signs replace lung inside it) and the labels
+   returned are checked to equal ``region_labels(signs, region_map(shape, lung_box(lungs)))``.
+8. **Noise**: Gaussian noise (``noise_hu``), slightly correlated in-plane as a CT kernel would
+   make it; values are rounded and clipped to [-1024, 3071] and stored as int16.
+
+Difficulty
+----------
+``difficulty`` (> 0; 0.5 easy, 1 default, 2 hard) scales lesion size by ``difficulty ** -0.5``,
+lesion contrast against the parenchyma by ``min(1, difficulty ** -0.5)`` (air stays air) and the
+noise by ``difficulty``.
+
+Coarse grids
+------------
+So that every planted sign stays visible on a coarse grid (e.g. 6 mm voxels for CI smoke runs),
+sign dimensions have minima in voxels of the grid's largest spacing ``h``: cavity wall >= 1 h,
+cavity lumen radius >= 1.5 h (2.5 h with a fungus ball), fungus-ball radius >= 1 h, rind
+thickness >= 1.5 h, pre-existing blob radius >= 2 h. On such grids signs are therefore larger in
+millimetres than at the default grid.
+
+Where the phantom is still unlike real CT
+-----------------------------------------
+Shapes are smooth analytic solids: no lobes or fissures, no secondary lobules, no airway tree
+beyond a few generations, one vessel tree per lung (arteries and veins are not told apart), no
+arms, scapulae, clavicles or breast tissue, no contrast agent, no beam hardening, streaks or
+motion, and the edges between tissues are sharp except for the vessels. Scanner noise is nearly
+white. Signs are single solid shapes; real CPA shows several lesions, fibrosis and volume loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+from scipy import ndimage
+
+from .regions import (
+    CAVITY_LUMEN,
+    LABEL_COLUMNS,
+    LABELS,
+    LUNG_LEFT,
+    LUNG_RIGHT,
+    REGIONS,
+    SIGN_CODES,
+    lung_box,
+    region_labels,
+    region_map,
+    region_slices,
+)
+from .volume import Volume
+
+#: Fraction of the lung box's extent that a sign keeps away from each inner cut of the box.
+REGION_MARGIN = 0.08
+#: Kinds of pre-existing condition; one per patient, picked by the seed.
+PREEXISTING_KINDS = ("emphysema", "consolidation", "ground_glass", "bronchiectasis")
+
+# Tissue classes of the anatomy, mapped to HU by _TISSUE_HU.
+AIR, FAT, MUSCLE, SOFT, BLOOD, LIVER, BONE, MARROW, DISC, CSF, LUNG = range(11)
+#: Names of the values of ``Phantom.tissue``.
+TISSUES = {
+    "air": AIR, "fat": FAT, "muscle": MUSCLE, "soft_tissue": SOFT, "blood": BLOOD, "liver": LIVER,
+    "cortical_bone": BONE, "cancellous_bone": MARROW, "disc": DISC, "csf": CSF, "lung": LUNG,
+}
+_TISSUE_HU = np.array(
+    [-1000.0, -100.0, 45.0, 30.0, 40.0, 60.0, 900.0, 450.0, 80.0, 15.0, -850.0], dtype=np.float32
+)
+PARENCHYMA_HU = -850.0
+_SOFT_SIGN_HU = {"wall": 30.0, "ball": 45.0, "rind": 25.0}
+
+
+@dataclass(frozen=True)
+class Phantom:
+    """A synthetic chest CT with its voxel-exact truth.
+
+    Attributes
+    ----------
+    ct : Volume
+        CT in HU, int16.
+    lungs : Volume
+        uint8 lung envelope: 0 outside, ``LUNG_RIGHT`` / ``LUNG_LEFT``; it includes every sign.
+    signs : Volume
+        uint8 sign truth: 0, :data:`~sapsam_utils.regions.SIGN_CODES` values, ``CAVITY_LUMEN``.
+    labels : dict
+        The 24 label columns implied by ``signs`` (equal to the requested labels).
+    tissue : Volume
+        uint8 anatomy classes (:data:`TISSUES`) before airways, vessels and signs were drawn:
+        for realism measurements (e.g. body size) and tests.
+    details : dict
+        What was drawn: the pre-existing kind and, per planted sign, its centre (voxel index) and
+        size in mm. For figures and diagnostics; not part of the truth contract.
+    """
+
+    ct: Volume
+    lungs: Volume
+    signs: Volume
+    labels: dict
+    tissue: Volume | None = None
+    details: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """One patient's body plan, all lengths in mm in the FOV-centred frame (z up, y back, x left)."""
+
+    body_ax: float  # body semi-axis, left-right
+    body_ay: float  # body semi-axis, front-back
+    body_cy: float  # body centre, y
+    fat: float  # subcutaneous fat thickness
+    muscle: float  # chest-wall muscle thickness
+    cav_ax: float  # thoracic cavity (inside the ribs) semi-axis, x
+    cav_ay: float  # thoracic cavity semi-axis, y
+    cav_cy: float  # thoracic cavity centre, y
+    midline: float  # x of the mediastinum's midline
+    z_top: float  # lung apex
+    z_bot: float  # deepest (posterior) costophrenic recess
+    dome_right: float  # height of the right diaphragm dome above z_bot
+    dome_left: float
+    med_front: float  # mediastinum half-width at the front
+    med_back: float  # mediastinum half-width at the back
+    heart: tuple  # centre (z, y, x) and semi-axes (z, y, x)
+    spine_r: float  # vertebral body radius
+    spine_y: float  # vertebral body centre, y
+    disc_pitch: float  # vertebral level height
+    aorta_r: float
+    aorta_x: float  # descending aorta centre, x
+    aorta_y: float
+    trachea_r: float
+    trachea_y: float
+    carina_z: float
+    rib_pitch: float
+    rib_slope: float  # how much the ribs descend (mm of z) per mm towards the front
+    texture_seed: int
+
+
+def draw_anatomy(seed: int) -> Anatomy:
+    """Draw one patient's body plan from the seed.
+
+    Parameters
+    ----------
+    seed : int
+        Patient seed.
+
+    Returns
+    -------
+    Anatomy
+    """
+    rng = np.random.default_rng([seed, 1])
+    u = rng.uniform
+    body_ax = u(155.0, 174.0)
+    body_ay = body_ax * u(0.66, 0.76)
+    body_cy = u(-6.0, 6.0)
+    fat, muscle = u(5.0, 20.0), u(8.0, 14.0)
+    wall_front = fat + 0.6 * muscle + 8.0
+    wall_back = fat + muscle + 22.0
+    cav_ay = body_ay - (wall_front + wall_back) / 2
+    cav_cy = body_cy + (wall_front - wall_back) / 2
+    cav_ax = body_ax - fat - muscle - 12.0
+    height = u(250.0, 290.0)
+    mid_z = u(-8.0, 8.0)
+    z_top, z_bot = mid_z + height / 2, mid_z - height / 2
+    dome_right = u(50.0, 68.0)
+    dome_left = dome_right - u(10.0, 20.0)
+    midline = u(-5.0, 5.0)
+    heart_axes = (u(50.0, 58.0), u(42.0, 52.0), u(50.0, 60.0))
+    heart_centre = (z_bot + dome_left + 0.5 * heart_axes[0], cav_cy - 0.35 * cav_ay, midline + u(18.0, 30.0))
+    spine_r = u(16.0, 20.0)
+    spine_y = cav_cy + cav_ay - 1.7 * spine_r  # the vertebral body bulges into the cavity
+    aorta_r = u(11.0, 14.0)
+    trachea_r = u(7.5, 9.5)
+    return Anatomy(
+        body_ax=body_ax, body_ay=body_ay, body_cy=body_cy, fat=fat, muscle=muscle,
+        cav_ax=cav_ax, cav_ay=cav_ay, cav_cy=cav_cy, midline=midline, z_top=z_top, z_bot=z_bot,
+        dome_right=dome_right, dome_left=dome_left, med_front=u(4.0, 9.0), med_back=u(13.0, 18.0),
+        heart=(heart_centre, heart_axes), spine_r=spine_r, spine_y=spine_y,
+        disc_pitch=u(24.0, 28.0), aorta_r=aorta_r, aorta_x=midline + spine_r + 0.4 * aorta_r,
+        aorta_y=spine_y - 0.9 * spine_r, trachea_r=trachea_r,
+        trachea_y=spine_y - spine_r - 14.0 - trachea_r, carina_z=z_top - u(75.0, 95.0),
+        rib_pitch=u(24.0, 29.0), rib_slope=u(0.3, 0.5), texture_seed=int(rng.integers(2**31)),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Grid helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def grid_axes(shape, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Voxel-centre coordinates (mm, float32) along z, y, x, with 0 at the centre of the FOV."""
+    return tuple(((np.arange(n) - (n - 1) / 2) * s).astype(np.float32) for n, s in zip(shape, spacing))
+
+
+def _index_range(axis_mm: np.ndarray, lo: float, hi: float) -> slice:
+    """Indices of the voxels whose centre lies in ``[lo, hi]`` (an empty slice if none)."""
+    start = int(np.searchsorted(axis_mm, lo, side="left"))
+    stop = int(np.searchsorted(axis_mm, hi, side="right"))
+    return slice(start, max(start, stop))
+
+
+def _ellipse_r2(y, x, cy, cx, ay, ax) -> np.ndarray:
+    """``((y - cy) / ay) ** 2 + ((x - cx) / ax) ** 2`` broadcast to ``(len(ay), len(y), len(x))``.
+
+    ``ay``, ``ax``, ``cy``, ``cx`` are scalars or per-slice arrays (one value per z).
+    """
+    per_z = lambda v: np.asarray(v, dtype=np.float32).reshape(-1, 1, 1)  # noqa: E731
+    ty = ((y[None, :, None] - per_z(cy)) / per_z(ay)) ** 2
+    tx = ((x[None, None, :] - per_z(cx)) / per_z(ax)) ** 2
+    return ty + tx
+
+
+def upsample_linear(small: np.ndarray, shape) -> np.ndarray:
+    """Separable linear interpolation of a coarse grid (spanning the same FOV) to ``shape``.
+
+    Much faster than :func:`scipy.ndimage.zoom` for large outputs: the two in-plane axes are
+    interpolated on the small array, the last step along ``z`` gathers whole slices.
+    """
+    out = small.astype(np.float32)
+    for axis in (2, 1, 0):
+        n_small, n = out.shape[axis], shape[axis]
+        pos = np.linspace(0.0, n_small - 1.0, n, dtype=np.float32)
+        i0 = np.minimum(pos.astype(np.int64), n_small - 2) if n_small > 1 else np.zeros(n, np.int64)
+        w = (pos - i0).astype(np.float32) if n_small > 1 else np.zeros(n, np.float32)
+        i1 = np.minimum(i0 + 1, n_small - 1)
+        wshape = [1, 1, 1]
+        wshape[axis] = n
+        w = w.reshape(wshape)
+        a = np.take(out, i0, axis=axis)
+        b = np.take(out, i1, axis=axis)
+        b -= a
+        b *= w
+        a += b
+        out = a
+    return out
+
+
+def smooth_field(rng, shape, spacing, scale_mm: float) -> np.ndarray:
+    """A smooth random field of unit standard deviation with features of about ``scale_mm``.
+
+    White noise on a coarse grid (``scale_mm / 2`` spacing) is Gaussian-filtered and linearly
+    upsampled to ``shape``.
+    """
+    coarse = [max(4, int(round(n * s / (scale_mm / 2))) + 1) for n, s in zip(shape, spacing)]
+    noise = ndimage.gaussian_filter(rng.standard_normal(coarse).astype(np.float32), 1.0, mode="wrap")
+    noise /= noise.std() + 1e-6
+    return upsample_linear(noise, shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# Anatomy
+# ----------------------------------------------------------------------------------------------
+
+
+def _smoothstep(t):
+    t = np.clip(t, 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def _body_profile(anat: Anatomy, z: np.ndarray):
+    """Per-slice body semi-axes and centre: the chest, narrowing to the neck above the apex."""
+    neck = _smoothstep((z - (anat.z_top - 5.0)) / 40.0)  # 0 in the chest, 1 in the neck
+    ax = anat.body_ax * (1 - neck) + 62.0 * neck
+    ay = anat.body_ay * (1 - neck) + 58.0 * neck
+    cy = anat.body_cy * (1 - neck) + (anat.trachea_y + 10.0) * neck
+    # The abdomen below the lungs is a little narrower than the chest.
+    belly = _smoothstep((anat.z_bot + 20.0 - z) / 60.0)
+    ax = ax * (1 - 0.06 * belly)
+    return ax.astype(np.float32), ay.astype(np.float32), cy.astype(np.float32)
+
+
+def _cavity_profile(anat: Anatomy, z: np.ndarray):
+    """Per-slice semi-axes of the thoracic cavity (inside the ribs); it closes above the apex."""
+    top = _smoothstep((z - (anat.z_top - 40.0)) / 50.0)
+    ax = anat.cav_ax * (1 - 0.45 * top)
+    ay = anat.cav_ay * (1 - 0.3 * top)
+    return ax.astype(np.float32), ay.astype(np.float32)
+
+
+def _diaphragm_z(anat: Anatomy, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Height (mm) of the diaphragm's top surface at each ``(y, x)``: two domes, right higher.
+
+    Each dome peaks over the middle of its hemithorax; it falls to the deepest recess laterally
+    and posteriorly, and the anterior recess stays higher than the posterior one.
+    """
+    yy, xx = y[:, None], x[None, :]
+    out = np.full((len(y), len(x)), anat.z_bot, dtype=np.float32)
+    front = np.clip((anat.cav_cy - yy) / anat.cav_ay, 0.0, 1.0)  # 1 at the front, 0 behind centre
+    for side, height in ((-1, anat.dome_right), (1, anat.dome_left)):
+        cx = anat.midline + side * 0.45 * anat.cav_ax
+        cy = anat.cav_cy - 0.1 * anat.cav_ay
+        r2 = ((xx - cx) / (0.62 * anat.cav_ax)) ** 2 + ((yy - cy) / (0.95 * anat.cav_ay)) ** 2
+        dome = height * np.clip(1.0 - r2, 0.0, 1.0) ** 0.7 + 20.0 * front
+        on_side = (xx - anat.midline) * side >= 0
+        out = np.where(on_side, np.maximum(out, anat.z_bot + dome), out)
+    return out
+
+
+def _lung_envelope(anat: Anatomy, axes, spacing) -> np.ndarray:
+    """The true lung envelope, uint8 0 / LUNG_RIGHT / LUNG_LEFT, before any vessel or sign."""
+    z, y, x = axes
+    shape = (len(z), len(y), len(x))
+    env = np.zeros(shape, dtype=np.uint8)
+    zs = _index_range(z, anat.z_bot, anat.z_top)
+    ys = _index_range(y, anat.cav_cy - anat.cav_ay, anat.cav_cy + anat.cav_ay)
+    xs = _index_range(x, anat.midline - anat.cav_ax, anat.midline + anat.cav_ax)
+    if zs.stop <= zs.start or ys.stop <= ys.start or xs.stop <= xs.start:
+        return env
+    zz, yy, xx = z[zs], y[ys], x[xs]
+    cav_ax, cav_ay = _cavity_profile(anat, zz)
+    inside = _ellipse_r2(yy, xx, anat.cav_cy, anat.midline, cav_ay, cav_ax) < 1.0
+    # Rounded apex: over its top 110 mm each lung's cross-section shrinks towards its apex.
+    dome = np.clip((zz - (anat.z_top - 110.0)) / 110.0, 0.0, 1.0)
+    shrink = np.sqrt(np.clip(1.0 - dome**2, 0.0, 1.0)).astype(np.float32)
+    above = zz[:, None, None] > _diaphragm_z(anat, yy, xx)[None]
+    inside &= above
+    # Mediastinum: a band around the midline, narrow in front, wider behind and above the heart.
+    front = np.clip((yy - (anat.cav_cy - anat.cav_ay)) / (2 * anat.cav_ay), 0.0, 1.0)
+    half_w = anat.med_front + (anat.med_back - anat.med_front) * front[None, :]
+    superior = _smoothstep((zz - anat.carina_z + 30.0) / 50.0)[:, None]
+    half_w = half_w + 14.0 * superior * (1 - front[None, :])
+    # Around the ascending aorta (heart to arch) the front of the mediastinum is wider.
+    hz = anat.heart[0][0]
+    vessels = (_smoothstep((zz - hz) / 20.0) * (1 - _smoothstep((zz - anat.carina_z - 20.0) / 20.0)))[:, None]
+    half_w = half_w + (anat.aorta_r + 6.0) * vessels * (1 - front[None, :])
+    inside &= np.abs(xx[None, None, :] - anat.midline) > half_w[:, :, None]
+    inside &= ~_heart_mask(anat, zz, yy, xx)
+    inside &= ~_aorta_mask(anat, zz, yy, xx, margin=2.0)
+    # The spine and its posterior elements: the lungs fill the gutters on either side.
+    r = anat.spine_r
+    inside &= _ellipse_r2(yy, xx, anat.spine_y + r, anat.midline, 2 * r + 6, 1.1 * r + 6) >= 1.0
+    out = np.zeros(inside.shape, dtype=np.uint8)
+    for side, value in ((-1, LUNG_RIGHT), (1, LUNG_LEFT)):
+        cx = anat.midline + side * anat.cav_ax * (0.5 - 0.1 * dome)
+        cy = anat.cav_cy + 0.05 * anat.cav_ay + 0.2 * anat.cav_ay * dome
+        ay = 1.1 * anat.cav_ay * shrink + 1e-3
+        ax = 0.6 * anat.cav_ax * shrink + 1e-3
+        lobe = _ellipse_r2(yy, xx, cy, cx, ay, ax) < 1.0
+        lobe &= ((xx - anat.midline) * side > 0)[None, None, :]
+        out[lobe & inside] = value
+    env[zs, ys, xs] = out
+    return env
+
+
+def _heart_mask(anat: Anatomy, z, y, x) -> np.ndarray:
+    (cz, cy, cx), (az, ay, ax) = anat.heart
+    return ((z[:, None, None] - cz) / az) ** 2 + _ellipse_r2(y, x, cy, cx, ay, ax) < 1.0
+
+
+def _aorta_mask(anat: Anatomy, z, y, x, margin: float = 0.0) -> np.ndarray:
+    """Ascending aorta, arch and descending aorta, as one boolean mask on the given axes."""
+    r = anat.aorta_r + margin
+    (hz, hy, hx), (haz, _, _) = anat.heart
+    arch_z = anat.carina_z + 12.0
+    asc = np.array([hy - 5.0, anat.midline + 4.0])  # (y, x) of the ascending aorta
+    desc = np.array([anat.aorta_y, anat.aorta_x])
+    zz = z[:, None, None]
+    tube_asc = (_ellipse_r2(y, x, asc[0], asc[1], r, r) < 1.0) & (zz > hz) & (zz <= arch_z)
+    tube_desc = (_ellipse_r2(y, x, desc[0], desc[1], r, r) < 1.0) & (zz <= arch_z)
+    # The arch: half a torus in the vertical plane through both tubes' axes.
+    centre = (asc + desc) / 2
+    half_span = np.linalg.norm(desc - asc) / 2
+    u = (desc - asc) / (2 * half_span)
+    a = (y[None, :, None] - centre[0]) * u[0] + (x[None, None, :] - centre[1]) * u[1]
+    c = -(y[None, :, None] - centre[0]) * u[1] + (x[None, None, :] - centre[1]) * u[0]
+    b = np.maximum(zz - arch_z, 0.0)
+    ring = (np.sqrt(a**2 + b**2) - half_span) ** 2 + c**2 < r**2
+    arch = ring & (zz > arch_z)
+    return tube_asc | tube_desc | arch
+
+
+def _paint_body(anat: Anatomy, axes) -> np.ndarray:
+    """Tissue classes of everything but the lungs and airways (uint8, see the tissue constants)."""
+    z, y, x = axes
+    shape = (len(z), len(y), len(x))
+    tissue = np.zeros(shape, dtype=np.uint8)
+    bax, bay, bcy = _body_profile(anat, z)
+    r2 = _ellipse_r2(y, x, bcy, anat.midline * 0.5, bay, bax)
+    tissue[r2 < 1.0] = FAT
+    r2 = _ellipse_r2(y, x, bcy, anat.midline * 0.5, bay - anat.fat, bax - anat.fat)
+    tissue[r2 < 1.0] = MUSCLE
+    # Thoracic cavity (with its rib cage) in the chest's z range only.
+    zs = _index_range(z, anat.z_bot - 80.0, anat.z_top + 30.0)
+    zz = z[zs]
+    cax, cay = _cavity_profile(anat, zz)
+    rc2 = _ellipse_r2(y, x, anat.cav_cy, anat.midline, cay, cax)
+    sub = tissue[zs]
+    # Ribs: a shell just outside the cavity, cut into bands that descend towards the front.
+    shell = (rc2 >= 1.0) & (rc2 < 1.17)
+    phase = (zz[:, None] + anat.rib_slope * (y[None, :] - (anat.cav_cy + anat.cav_ay))) / anat.rib_pitch
+    band = (phase - np.floor(phase)) < 0.38
+    bony = band & (y[None, :] > anat.cav_cy - 0.75 * anat.cav_ay)  # costal cartilage in front
+    ribs_z = (zz > anat.z_bot - 20.0) & (zz < anat.z_top + 10.0)
+    sub[shell & bony[:, :, None] & ribs_z[:, None, None]] = BONE
+    cavity = rc2 < 1.0
+    sub[cavity] = SOFT
+    # Sternum: a bony plate at the front of the chest.
+    ys = _index_range(y, anat.cav_cy - anat.cav_ay - 14.0, anat.cav_cy - anat.cav_ay + 2.0)
+    xs = _index_range(x, anat.midline - 14.0, anat.midline + 14.0)
+    zst = (zz > anat.carina_z - 150.0) & (zz < anat.carina_z + 40.0)
+    st = sub[:, ys, xs]
+    st[zst] = np.where(st[zst] == FAT, FAT, MARROW)
+    # Liver and abdomen below the diaphragm (inside the cavity's outline).
+    below = zz[:, None, None] <= _diaphragm_z(anat, y, x)[None]
+    sub[cavity & below] = LIVER
+    _paint_mediastinum(anat, (zz, y, x), sub)
+    _paint_spine(anat, axes, tissue)
+    return tissue
+
+
+def _paint_mediastinum(anat: Anatomy, axes, tissue: np.ndarray) -> None:
+    """Heart and aorta into ``tissue`` (in place)."""
+    z, y, x = axes
+    (cz, cy, cx), (az, ay, ax) = anat.heart
+    zs = _index_range(z, cz - az, cz + az)
+    ys = _index_range(y, cy - ay, cy + ay)
+    xs = _index_range(x, cx - ax, cx + ax)
+    sub = tissue[zs, ys, xs]
+    sub[_heart_mask(anat, z[zs], y[ys], x[xs])] = BLOOD
+    ys = _index_range(y, cy - ay, anat.aorta_y + anat.aorta_r)
+    xs = _index_range(x, anat.midline - 60.0, anat.aorta_x + anat.aorta_r)
+    sub = tissue[:, ys, xs]
+    sub[_aorta_mask(anat, z, y[ys], x[xs])] = BLOOD
+
+
+def _paint_spine(anat: Anatomy, axes, tissue: np.ndarray) -> None:
+    """Vertebral bodies (cortex, marrow, discs), spinal canal and posterior elements (in place)."""
+    z, y, x = axes
+    r = anat.spine_r
+    ys = _index_range(y, anat.spine_y - r - 1, anat.spine_y + r + 60.0)
+    xs = _index_range(x, anat.midline - 40.0, anat.midline + 40.0)
+    yy, xx = y[ys], x[xs]
+    sub = tissue[:, ys, xs]
+    body = _ellipse_r2(yy, xx, anat.spine_y, anat.midline, r, r * 1.1)[0]
+    marrow = _ellipse_r2(yy, xx, anat.spine_y, anat.midline, r - 2.5, r * 1.1 - 2.5)[0]
+    canal_y = anat.spine_y + r + 9.0
+    canal = _ellipse_r2(yy, xx, canal_y, anat.midline, 8.0, 9.0)[0]
+    arch = _ellipse_r2(yy, xx, canal_y + 4.0, anat.midline, 17.0, 22.0)[0]
+    spinous = _ellipse_r2(yy, xx, canal_y + 30.0, anat.midline, 14.0, 4.0)[0]
+    plane = np.zeros(body.shape, dtype=np.uint8)
+    plane[(arch < 1.0) | (spinous < 1.0)] = BONE
+    plane[body < 1.0] = BONE
+    plane[marrow < 1.0] = MARROW
+    plane[canal < 1.0] = CSF
+    level = (z - anat.z_bot) / anat.disc_pitch
+    disc = (level - np.floor(level)) < 0.22
+    disc_plane = plane.copy()
+    disc_plane[body < 1.0] = DISC
+    disc_plane[(arch < 1.0) & (canal >= 1.0) & (body >= 1.0)] = MUSCLE
+    keep = sub != AIR  # the spine stays inside the body
+    spine = np.where(disc[:, None, None], disc_plane[None], plane[None])
+    np.copyto(sub, spine, where=keep & (spine != AIR))
+
+
+def _airway_tubes(anat: Anatomy, hila) -> list[tuple]:
+    """Trachea and main bronchi as capsules ``(start, end, lumen radius, wall)`` in mm (z, y, x)."""
+    top = np.array([anat.z_top + 200.0, anat.trachea_y, anat.midline])
+    carina = np.array([anat.carina_z, anat.trachea_y, anat.midline])
+    tubes = [(top, carina, anat.trachea_r, 2.0)]
+    for hilum, radius in zip(hila, (0.8 * anat.trachea_r, 0.7 * anat.trachea_r)):
+        tubes.append((carina, np.asarray(hilum), radius, 1.8))
+    return tubes
+
+
+# ----------------------------------------------------------------------------------------------
+# Tubes (vessels, airways) with partial-volume edges
+# ----------------------------------------------------------------------------------------------
+
+
+def _capsule_box(axes, a, b, reach):
+    """Index box around the capsule from ``a`` to ``b`` (mm) padded by ``reach`` mm."""
+    lo, hi = np.minimum(a, b) - reach, np.maximum(a, b) + reach
+    box = []
+    for ax, l, h in zip(axes, lo, hi):
+        step = float(ax[1] - ax[0]) if len(ax) > 1 else 1.0
+        start = max(0, int(np.ceil((l - ax[0]) / step)))
+        stop = min(len(ax), int(np.floor((h - ax[0]) / step)) + 1)
+        box.append(slice(start, max(start, stop)))
+    return tuple(box)
+
+
+def _capsule_distance(axes, box, a, b) -> np.ndarray:
+    """Distance (mm) from each voxel centre of ``box`` to the segment ``a``-``b``."""
+    z, y, x = (ax[s] for ax, s in zip(axes, box))
+    d = np.asarray(b, dtype=np.float32) - np.asarray(a, dtype=np.float32)
+    pz, py, px = z[:, None, None] - a[0], y[None, :, None] - a[1], x[None, None, :] - a[2]
+    length2 = float(d @ d) + 1e-9
+    t = np.clip((pz * d[0] + py * d[1] + px * d[2]) / length2, 0.0, 1.0)
+    return np.sqrt((pz - t * d[0]) ** 2 + (py - t * d[1]) ** 2 + (px - t * d[2]) ** 2)
+
+
+def _coverage(distance, radius, blur) -> np.ndarray:
+    """Fraction of a voxel covered by a tube of ``radius``: a linear ramp of width ``blur``,
+    damped for tubes thinner than a voxel (their partial volume never reaches the full value)."""
+    cover = np.clip((radius - distance) / blur + 0.5, 0.0, 1.0)
+    if 2 * radius < blur:
+        cover *= 2 * radius / blur
+    return cover
+
+
+def _paint_tube(hu, where, axes, a, b, radius, value, blur) -> None:
+    """Blend a tube of HU ``value`` into ``hu`` (in place) where the boolean ``where`` holds."""
+    box = _capsule_box(axes, a, b, radius + blur)
+    if any(s.stop <= s.start for s in box):
+        return
+    cover = _coverage(_capsule_distance(axes, box, a, b), radius, blur)
+    cover *= where[box]
+    sub = hu[box]
+    sub += (value - sub) * cover
+
+
+# ----------------------------------------------------------------------------------------------
+# Vessel tree
+# ----------------------------------------------------------------------------------------------
+
+
+def _grow_tree(rng, start, points, radius, n_total, min_points, out, depth=0):
+    """Recursive halving tree; appends ``(start, end, radius)`` segments (mm) to ``out``."""
+    centroid = points.mean(axis=0)
+    n = len(points)
+    if n <= min_points or depth > 14:
+        out.append((start, points[rng.integers(n)] if n > 1 else centroid, radius))
+        return
+    end = start + rng.uniform(0.35, 0.55) * (centroid - start)
+    out.append((start, end, radius))
+    centred = points - centroid
+    # Split across the points' longest direction (power iteration on the covariance).
+    axis = centred[rng.integers(n)] + 1e-3
+    cov = centred.T @ centred
+    for _ in range(8):
+        axis = cov @ axis
+        axis /= np.linalg.norm(axis) + 1e-12
+    proj = centred @ axis
+    cut = np.median(proj)
+    for half in (points[proj <= cut], points[proj > cut]):
+        if len(half):
+            child_r = radius * (len(half) / n) ** (1 / 3)
+            _grow_tree(rng, end, half, child_r, n_total, min_points, out, depth + 1)
+
+
+def vessel_segments(rng, env_points_mm: np.ndarray, hilum, root_radius: float, n_points: int = 400):
+    """Segments ``(start, end, radius)`` of one lung's vessel tree, grown from ``hilum``.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    env_points_mm : numpy.ndarray
+        ``(n, 3)`` positions (mm, z y x) inside this lung, from which targets are drawn.
+    hilum : array-like
+        Root position (mm).
+    root_radius : float
+        Radius (mm) of the root segment.
+    n_points : int
+        Number of target points: the tree has about ``2 * n_points`` segments.
+    """
+    pick = rng.choice(len(env_points_mm), size=min(n_points, len(env_points_mm)), replace=False)
+    points = env_points_mm[pick] + rng.uniform(-1.0, 1.0, (len(pick), 3))
+    out = []
+    _grow_tree(rng, np.asarray(hilum, dtype=np.float64), points, root_radius, len(points), 1, out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Signs
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Context:
+    """What sign planting needs to know about the grid and the envelope."""
+
+    axes: tuple
+    spacing: tuple
+    env: np.ndarray  # bool envelope
+    coarse_step: tuple  # stride of the coarse grid
+    coarse_dist: np.ndarray  # distance (mm) to the outside of the envelope, coarse grid
+    h: float  # the grid's largest spacing
+    size: float  # lesion size factor from difficulty
+    contrast: float  # lesion contrast factor from difficulty
+    midline: float
+
+
+def _allowed_box(region: tuple, box: tuple) -> tuple:
+    """The region's slices shrunk by ``REGION_MARGIN`` of the box extent at each inner cut."""
+    out = []
+    for axis, (rs, bs) in enumerate(zip(region, box)):
+        if axis == 1:
+            out.append(rs)
+            continue
+        m = int(np.ceil(REGION_MARGIN * (bs.stop - bs.start)))
+        lo = rs.start + (m if rs.start > bs.start else 0)
+        hi = rs.stop - (m if rs.stop < bs.stop else 0)
+        out.append(slice(lo, max(lo, hi)))
+    return tuple(out)
+
+
+def _candidates(ctx: _Context, allowed: tuple, radius: float, avoid=(), fit=1.0) -> np.ndarray:
+    """Full-grid indices of coarse voxels whose centre is at least ``fit * radius`` mm inside the
+    envelope and inside ``allowed``, and a ball of ``radius`` away from the balls in ``avoid``
+    (``(centre index, radius mm)``)."""
+    # The coarse grid can miss outside voxels that lie up to half a coarse step closer.
+    safety = 0.5 * float(np.linalg.norm([(c - 1) * s for c, s in zip(ctx.coarse_step, ctx.spacing)]))
+    ok = ctx.coarse_dist > fit * radius + safety
+    idx = np.argwhere(ok) * np.array(ctx.coarse_step)
+    if len(idx) == 0:
+        return idx
+    keep = np.ones(len(idx), dtype=bool)
+    for axis, sl in enumerate(allowed):
+        pad = int(np.ceil(fit * radius / ctx.spacing[axis]))
+        keep &= (idx[:, axis] >= sl.start + pad) & (idx[:, axis] < sl.stop - pad)
+    for centre, r in avoid:
+        d = np.sqrt((((idx - centre) * np.array(ctx.spacing)) ** 2).sum(axis=1))
+        keep &= d >= radius + r
+    return idx[keep]
+
+
+def _place(rng, ctx, allowed, radius, min_radius, avoid=(), what="sign"):
+    """Pick a centre for a ball of ``radius`` mm inside the envelope and the allowed box.
+
+    If it does not fit, the ball shrinks (not below ``min_radius``); if even that fails (coarse
+    grids, small regions), it may be cut by the allowed box and by the envelope (its painting is
+    clipped to both), and at last it may overlap the balls of ``avoid``.
+    """
+    start = radius
+    for fit, keep_clear in ((1.0, True), (0.5, True), (0.5, False), (0.25, False)):
+        radius = start
+        while True:
+            cands = _candidates(ctx, allowed, radius, avoid if keep_clear else (), fit)
+            if len(cands):
+                return cands[rng.integers(len(cands))], radius
+            if radius <= min_radius:
+                break
+            radius = max(min_radius, radius * 0.85)
+    raise RuntimeError(
+        f"cannot plant a {what} of radius {radius:.1f} mm in the region {allowed}: the lungs are "
+        "too small on this grid (enlarge the field of view or use a finer grid)"
+    )
+
+
+def _local_axes(ctx, centre, reach_mm, allowed):
+    """Box (slices, clipped to ``allowed``) around ``centre`` and the mm offsets along each axis."""
+    box, offs = [], []
+    for axis, (c, sl) in enumerate(zip(centre, allowed)):
+        pad = int(np.ceil(reach_mm / ctx.spacing[axis])) + 1
+        s = slice(max(sl.start, int(c) - pad), min(sl.stop, int(c) + pad + 1))
+        box.append(s)
+        offs.append((ctx.axes[axis][s] - ctx.axes[axis][int(c)]).astype(np.float32))
+    return tuple(box), offs
+
+
+def _unit(rng):
+    v = rng.standard_normal(3)
+    return v / np.linalg.norm(v)
+
+
+def _plan_cavity(rng, ctx, allowed, with_ball) -> dict:
+    """Draw a cavity's size, shape and place (mm sizes, voxel centre); nothing is painted."""
+    h, size = ctx.h, ctx.size
+    wall = max(rng.uniform(2.0, 6.0) * size, h)
+    lumen = max(rng.uniform(6.0, 15.0) * size, (2.0 if with_ball else 1.2) * h)
+    wobble = 0.15
+    reach = lumen * (1 + wobble) + 1.6 * wall
+    min_reach = (2.0 if with_ball else 1.2) * h * (1 + wobble) + 1.6 * h
+    centre, got = _place(rng, ctx, allowed, reach, min(reach, max(min_reach, 0.6 * reach)), what="cavity")
+    scale = got / reach
+    plan = {
+        "centre": centre, "reach": got, "lumen": lumen * scale, "wall": wall * scale, "wobble": wobble,
+        "dirs": (_unit(rng), _unit(rng), _unit(rng)), "ball": None,
+    }
+    if with_ball:
+        plan["ball"] = max(rng.uniform(0.5, 0.75) * plan["lumen"], 0.8 * h)
+    return plan
+
+
+def _paint_cavity(plan, rng, ctx, hu, signs, allowed, details) -> None:
+    """Paint a planned cavity (lumen, wall of varying thickness, optional fungus ball)."""
+    lumen, wall, wobble = plan["lumen"], plan["wall"], plan["wobble"]
+    box, (oz, oy, ox) = _local_axes(ctx, plan["centre"], plan["reach"], allowed)
+    r = np.sqrt(oz[:, None, None] ** 2 + oy[None, :, None] ** 2 + ox[None, None, :] ** 2) + 1e-6
+
+    def cos(u):
+        return (oz[:, None, None] * u[0] + oy[None, :, None] * u[1] + ox[None, None, :] * u[2]) / r
+
+    u1, u2, u3 = plan["dirs"]
+    lumen_r = lumen * (1 + wobble * (0.6 * cos(u1) + 0.4 * (cos(u2) ** 2 - 1 / 3)))
+    wall_r = lumen_r + wall * (1 + 0.6 * cos(u3))
+    inside = ctx.env[box]
+    in_lumen = (r < lumen_r) & inside
+    in_wall = (r < wall_r) & inside & ~in_lumen
+    sub_hu, sub_signs = hu[box], signs[box]
+    sub_hu[in_wall] = _lesion_hu(ctx, _SOFT_SIGN_HU["wall"] + 10.0 * rng.standard_normal(int(in_wall.sum())))
+    sub_signs[in_wall] = SIGN_CODES["cavity"]
+    sub_hu[in_lumen] = -1000.0
+    sub_signs[in_lumen] = CAVITY_LUMEN
+    info = {"centre": [int(c) for c in plan["centre"]], "lumen_mm": round(float(lumen), 1),
+            "wall_mm": round(float(wall), 1)}
+    if plan["ball"] is not None:
+        ball = plan["ball"]
+        # Resting on the dependent (posterior, +y) side of the lumen; the ball's centre is put on
+        # a voxel centre so that even a one-voxel ball is drawn.
+        back = np.floor(max(0.0, lumen * (1 - wobble) - ball) / ctx.spacing[1]) * ctx.spacing[1]
+        d2 = oz[:, None, None] ** 2 + (oy[None, :, None] - back) ** 2 + ox[None, None, :] ** 2
+        in_ball = (d2 < ball**2) & in_lumen
+        mottle = 15.0 * rng.standard_normal(int(in_ball.sum()))
+        sub_hu[in_ball] = _lesion_hu(ctx, _SOFT_SIGN_HU["ball"] + mottle)
+        sub_signs[in_ball] = SIGN_CODES["fungus_ball"]
+        info["ball_mm"] = round(float(ball), 1)
+    details.append(("cavity", info))
+
+
+def _lesion_hu(ctx, value):
+    """Scale a lesion's HU towards the parenchyma by the difficulty's contrast factor."""
+    return PARENCHYMA_HU + ctx.contrast * (np.asarray(value, dtype=np.float32) - PARENCHYMA_HU)
+
+
+def _blob(rng, offs, radius, h):
+    """An irregular blob of about ``radius`` mm on the local offsets ``offs`` (boolean)."""
+    oz, oy, ox = offs
+    r2 = ((oz[:, None, None] / 1.0) ** 2 + (oy[None, :, None] / 0.9) ** 2 + (ox[None, None, :] / 1.1) ** 2) / radius**2
+    shape = r2.shape
+    sigma = max(1.0, 0.3 * radius / h)
+    rough = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
+    rough /= rough.std() + 1e-6
+    return r2 + 0.25 * rough < 1.0
+
+
+def _plant_preexisting(rng, ctx, hu, signs, allowed, kind, avoid, details):
+    h = ctx.h
+    radius = max(rng.uniform(10.0, 24.0) * ctx.size, 1.5 * h)
+    centre, radius = _place(rng, ctx, allowed, radius, 1.5 * h, avoid, what="pre-existing condition")
+    box, offs = _local_axes(ctx, centre, radius * 1.3, allowed)
+    blob = _blob(rng, offs, radius, h) & ctx.env[box]
+    sub_hu, sub_signs = hu[box], signs[box]
+    n = int(blob.sum())
+    if kind == "emphysema":
+        holes = rng.random(n) < 0.35
+        sub_hu[blob] = _lesion_hu(ctx, np.where(holes, -990.0, -950.0 + 10 * rng.standard_normal(n)))
+        truth = blob
+    elif kind == "consolidation":
+        values = _lesion_hu(ctx, 20.0 + 12.0 * rng.standard_normal(n))
+        sub_hu[blob] = values
+        truth = blob
+        # Air bronchograms: a couple of thin air tubes through the consolidation.
+        for _ in range(2):
+            d = _unit(rng)
+            a, b = -radius * d, radius * d
+            dist = _tube_distance_local(offs, a, b)
+            bron = (dist < max(1.5, 0.6 * h)) & blob
+            sub_hu[bron] = -900.0
+    elif kind == "ground_glass":
+        level = _lesion_hu(ctx, -600.0 + 30.0 * rng.standard_normal(n))
+        sub_hu[blob] = np.maximum(sub_hu[blob], level)  # vessels stay visible through ground glass
+        truth = blob
+    else:  # bronchiectasis: a few dilated airways with thick walls through the blob
+        truth = np.zeros(blob.shape, dtype=bool)
+        d0 = _unit(rng)
+        for _ in range(3):
+            d = d0 + 0.3 * _unit(rng)
+            d /= np.linalg.norm(d)
+            shift = rng.uniform(-0.5, 0.5, 3) * radius
+            a, b = shift - 1.2 * radius * d, shift + 1.2 * radius * d
+            dist = _tube_distance_local(offs, a, b)
+            lumen = max(rng.uniform(2.5, 4.5) * ctx.size, h)
+            wall = max(rng.uniform(1.5, 2.5) * ctx.size, 0.75 * h)
+            in_wall = (dist < lumen + wall) & blob
+            in_lumen = (dist < lumen) & blob
+            sub_hu[in_wall & ~in_lumen] = _lesion_hu(ctx, 25.0)
+            sub_hu[in_lumen] = -1000.0
+            truth |= in_wall
+        if not truth.any():  # the tubes missed the (tiny) blob: make its core a dilated airway
+            truth = blob
+            sub_hu[blob] = -1000.0
+    sub_signs[truth] = SIGN_CODES["preexisting"]
+    details.append(("preexisting", {"kind": kind, "centre": [int(c) for c in centre], "radius_mm": round(float(radius), 1)}))
+    return centre, radius
+
+
+def _tube_distance_local(offs, a, b):
+    """Distance (mm) from local offsets to the segment ``a``-``b`` (local mm coordinates)."""
+    oz, oy, ox = offs
+    d = np.asarray(b, np.float32) - np.asarray(a, np.float32)
+    pz, py, px = oz[:, None, None] - a[0], oy[None, :, None] - a[1], ox[None, None, :] - a[2]
+    t = np.clip((pz * d[0] + py * d[1] + px * d[2]) / (float(d @ d) + 1e-9), 0.0, 1.0)
+    return np.sqrt((pz - t * d[0]) ** 2 + (py - t * d[1]) ** 2 + (px - t * d[2]) ** 2)
+
+
+def _plant_rind(rng, ctx, hu, signs, allowed, upper, details):
+    h = ctx.h
+    thick = max(rng.uniform(3.0, 8.0) * ctx.size, 1.5 * h)
+    patch = max(rng.uniform(20.0, 35.0) * ctx.size, 3.0 * h)
+    step = np.array(ctx.coarse_step)
+    coarse_h = max(c * s for c, s in zip(ctx.coarse_step, ctx.spacing))
+    surface = np.argwhere((ctx.coarse_dist > 0) & (ctx.coarse_dist <= coarse_h * 1.01)) * step
+    keep = np.ones(len(surface), dtype=bool)
+    for axis, sl in enumerate(allowed):
+        keep &= (surface[:, axis] >= sl.start) & (surface[:, axis] < sl.stop)
+    surface = surface[keep]
+    if len(surface) == 0:
+        raise RuntimeError(f"no pleural surface to thicken in the region {allowed}")
+    x_mm = ctx.axes[2][surface[:, 2]]
+    lateral = np.abs(x_mm - ctx.midline)
+    if upper and rng.random() < 0.8:  # apical cap: the top of the lung
+        top = surface[:, 0] >= surface[:, 0].max() - 1
+        anchor = surface[top][rng.integers(top.sum())]
+    else:  # the costal pleura: lateral surface points
+        costal = lateral >= np.quantile(lateral, 0.6)
+        anchor = surface[costal][rng.integers(costal.sum())]
+    reach = patch + thick
+    box, (oz, oy, ox) = _local_axes(ctx, anchor, reach, tuple(slice(0, n) for n in ctx.env.shape))
+    env = ctx.env[box]
+    depth = ndimage.distance_transform_edt(env, sampling=ctx.spacing)
+    sigma = max(1.0, 6.0 / h)
+    vary = ndimage.gaussian_filter(rng.standard_normal(env.shape).astype(np.float32), sigma)
+    vary /= vary.std() + 1e-6
+    local_thick = thick * np.clip(1 + 0.35 * vary, 0.6, 1.6)
+    near = oz[:, None, None] ** 2 + oy[None, :, None] ** 2 + ox[None, None, :] ** 2 < patch**2
+    rind = env & (depth <= np.maximum(local_thick, 1.5 * h)) & near
+    # Clip to the allowed part of the region.
+    clip = np.zeros(env.shape, dtype=bool)
+    inner = tuple(
+        slice(max(a.start, b.start) - b.start, max(a.start, min(a.stop, b.stop)) - b.start) for a, b in zip(allowed, box)
+    )
+    clip[inner] = True
+    rind &= clip
+    sub_hu, sub_signs = hu[box], signs[box]
+    n = int(rind.sum())
+    sub_hu[rind] = _lesion_hu(ctx, _SOFT_SIGN_HU["rind"] + 10.0 * rng.standard_normal(n))
+    sub_signs[rind] = SIGN_CODES["pleural_thickening"]
+    details.append(("pleural_thickening", {"centre": [int(c) for c in anchor], "thickness_mm": round(float(thick), 1)}))
+
+
+def _plant_signs(labels, seed, ctx, hu, signs, box) -> dict:
+    """Plant every requested sign; returns the details of what was planted."""
+    regions = region_slices(signs.shape, box)
+    details = {"preexisting_kind": preexisting_kind(seed), "signs": {}}
+    for i, name in enumerate(REGIONS):
+        wanted = {lab for lab in LABELS if labels[f"{name}_{lab}"]}
+        if not wanted:
+            continue
+        rng = np.random.default_rng([seed, 100 + i])
+        allowed = _allowed_box(regions[name], box)
+        planted = []
+        # The cavity is placed first (it needs the most room) and painted last; the rind hugs
+        # the surface and the blob keeps clear of the cavity, so no sign erases another.
+        cavity = _plan_cavity(rng, ctx, allowed, "fungus_ball" in wanted) if "cavity" in wanted else None
+        avoid = [(cavity["centre"], cavity["reach"])] if cavity else []
+        if "pleural_thickening" in wanted:
+            _plant_rind(rng, ctx, hu, signs, allowed, name[1] == "U", planted)
+        if "preexisting" in wanted:
+            _plant_preexisting(rng, ctx, hu, signs, allowed, details["preexisting_kind"], avoid, planted)
+        if cavity:
+            _paint_cavity(cavity, rng, ctx, hu, signs, allowed, planted)
+        details["signs"][name] = planted
+    return details
+
+
+# ----------------------------------------------------------------------------------------------
+# Public entry point
+# ----------------------------------------------------------------------------------------------
+
+
+def preexisting_kind(seed: int) -> str:
+    """The pre-existing condition (:data:`PREEXISTING_KINDS`) of the patient with this seed."""
+    return PREEXISTING_KINDS[int(np.random.default_rng([seed, 2]).integers(len(PREEXISTING_KINDS)))]
+
+
+def _check_labels(labels: Mapping[str, int]) -> dict:
+    unknown = sorted(set(labels) - set(LABEL_COLUMNS))
+    if unknown:
+        raise ValueError(f"unknown label column(s) {unknown}; expected some of {list(LABEL_COLUMNS)}")
+    out = {}
+    for col in LABEL_COLUMNS:
+        value = labels.get(col, 0)
+        if value not in (0, 1):
+            raise ValueError(f"label {col} must be 0 or 1, got {value!r}")
+        out[col] = int(value)
+    for region in REGIONS:
+        if out[f"{region}_fungus_ball"] and not out[f"{region}_cavity"]:
+            raise ValueError(
+                f"{region}_fungus_ball = 1 needs {region}_cavity = 1: a fungus ball lies in a cavity "
+                "whose wall is cavity truth"
+            )
+    return out
+
+
+def make_phantom(
+    labels: Mapping[str, int],
+    seed: int,
+    shape=(216, 256, 256),
+    spacing=(1.5, 1.4, 1.4),
+    difficulty: float = 1.0,
+    noise_hu: float = 18.0,
+    n_vessel_points: int = 600,
+) -> Phantom:
+    """Generate a synthetic chest CT with its voxel-exact truth.
+
+    Parameters
+    ----------
+    labels : Mapping[str, int]
+        Some of the 24 :data:`~sapsam_utils.regions.LABEL_COLUMNS` -> 0/1; missing ones count as
+        0. ``<region>_fungus_ball = 1`` requires ``<region>_cavity = 1``.
+    seed : int
+        Patient seed (>= 0): the anatomy, the sign placement and the noise all follow from it.
+    shape : tuple of int
+        Grid ``(z, y, x)``.
+    spacing : tuple of float
+        Voxel size in mm ``(z, y, x)``; the FOV is ``shape * spacing``, centred on the patient.
+    difficulty : float
+        > 0; scales lesion size by ``difficulty ** -0.5``, lesion contrast by
+        ``min(1, difficulty ** -0.5)`` and the noise by ``difficulty``.
+    noise_hu : float
+        Standard deviation of the scanner noise (HU) at difficulty 1.
+    n_vessel_points : int
+        Target points per lung of the vessel tree (about twice as many tube segments).
+
+    Returns
+    -------
+    Phantom
+
+    Raises
+    ------
+    ValueError
+        Unknown label columns, labels not 0/1, a fungus ball without its cavity, a bad seed,
+        shape, spacing or difficulty.
+    """
+    labels = _check_labels(labels)
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    shape = tuple(int(n) for n in shape)
+    spacing = tuple(float(s) for s in spacing)
+    if len(shape) != 3 or min(shape) < 8:
+        raise ValueError(f"shape must be three sizes >= 8, got {shape}")
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise ValueError(f"spacing must be three positive sizes in mm, got {spacing}")
+    if not difficulty > 0:
+        raise ValueError(f"difficulty must be > 0, got {difficulty}")
+    seed = int(seed)
+    anat = draw_anatomy(seed)
+    axes = grid_axes(shape, spacing)
+    h = max(spacing)
+
+    env = _lung_envelope(anat, axes, spacing)
+    if not env.any():
+        raise ValueError(f"the field of view {shape} x {spacing} mm does not contain the lungs")
+    tissue = _paint_body(anat, axes)
+    lung = env > 0
+    tissue[lung] = LUNG
+    hu = _TISSUE_HU[tissue]
+
+    # Parenchyma: texture and the gravity gradient (denser towards the back), lung only.
+    tex_rng = np.random.default_rng([seed, 3])
+    box = lung_box(env)
+    tex = smooth_field(tex_rng, shape, spacing, 14.0)[box]
+    gradient = 35.0 * (axes[1][box[1]] - anat.cav_cy) / anat.cav_ay
+    tex *= 14.0
+    tex += gradient[None, :, None]
+    sub = hu[box]
+    sub += np.where(lung[box], tex, 0.0)
+    del tex
+
+    # Airways and vessels.
+    # The trees are grown on a fixed 5 mm lattice, so they are the same on every grid.
+    lattice = _lattice_axes(anat, 5.0)
+    lattice_env = _lung_envelope(anat, lattice, (5.0, 5.0, 5.0))
+    hila = _hila(anat, lattice_env, lattice)
+    for a, b, r, wall in _airway_tubes(anat, hila):
+        everywhere = np.ones_like(lung)
+        _paint_tube(hu, everywhere, axes, a, b, r + wall, 30.0, h)
+        _paint_tube(hu, everywhere, axes, a, b, r, -1000.0, h)
+    vessel_rng = np.random.default_rng([seed, 4])
+    for value, hilum in zip((LUNG_RIGHT, LUNG_LEFT), hila):
+        pts = _lung_points(lattice_env, lattice, value)
+        segments = vessel_segments(vessel_rng, pts, hilum, 0.55 * anat.aorta_r, n_vessel_points)
+        for a, b, r in segments:
+            if r < 0.2 * h:  # far below the voxel size: would not change any voxel visibly
+                continue
+            if r >= 2.2:  # a bronchus beside the larger vessels
+                offset = _perpendicular(b - a) * (r + 0.8 * r + 1.0)
+                _paint_tube(hu, lung, axes, a + offset, b + offset, 0.8 * r + 1.0, 30.0, h)
+                _paint_tube(hu, lung, axes, a + offset, b + offset, 0.8 * r, -1000.0, h)
+            _paint_tube(hu, lung, axes, a, b, r, 40.0, h)
+
+    signs = np.zeros(shape, dtype=np.uint8)
+    size = difficulty**-0.5
+    details = {"preexisting_kind": preexisting_kind(seed), "signs": {}}
+    if any(labels.values()):
+        step = tuple(max(1, int(round(4.0 / s))) for s in spacing)
+        coarse = lung[:: step[0], :: step[1], :: step[2]]
+        coarse_dist = ndimage.distance_transform_edt(
+            np.pad(coarse, 1), sampling=[c * s for c, s in zip(step, spacing)]
+        )[1:-1, 1:-1, 1:-1]
+        ctx = _Context(axes, spacing, lung, step, coarse_dist, h, size, min(1.0, size), anat.midline)
+        details = _plant_signs(labels, seed, ctx, hu, signs, box)
+
+    noise_rng = np.random.default_rng([seed, 5])
+    _add_noise(hu, noise_rng, noise_hu * difficulty)
+    np.rint(hu, out=hu)
+    np.clip(hu, -1024, 3071, out=hu)
+    ct = hu.astype(np.int16)
+
+    origin = tuple(float(axes[i][0]) for i in (2, 1, 0))
+    got = region_labels(signs, region_map(shape, box))
+    if got != labels:
+        diff = {k: (labels[k], got[k]) for k in labels if labels[k] != got[k]}
+        raise RuntimeError(f"phantom seed {seed}: planted signs disagree with the labels {diff}")
+    return Phantom(
+        ct=Volume(ct, spacing, origin),
+        lungs=Volume(env, spacing, origin),
+        signs=Volume(signs, spacing, origin),
+        labels=got,
+        tissue=Volume(tissue, spacing, origin),
+        details=details,
+    )
+
+
+def _add_noise(hu, rng, sigma):
+    """Add Gaussian noise of standard deviation ``sigma`` (HU), lightly correlated in-plane."""
+    if sigma <= 0:
+        return
+    noise = rng.standard_normal(hu.shape, dtype=np.float32)
+    # A 2-tap average along x and y mimics the in-plane correlation of a CT kernel; the factor
+    # restores the standard deviation (four equally weighted independent values: std / 2).
+    shifted = np.empty_like(noise)
+    shifted[:, :, 1:] = noise[:, :, :-1]
+    shifted[:, :, 0] = noise[:, :, -1]
+    noise += shifted
+    shifted[:, 1:, :] = noise[:, :-1, :]
+    shifted[:, 0, :] = noise[:, -1, :]
+    noise += shifted
+    noise *= sigma / 2.0
+    hu += noise
+
+
+def _perpendicular(d):
+    d = d / (np.linalg.norm(d) + 1e-9)
+    ref = np.array([1.0, 0.0, 0.0]) if abs(d[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    p = np.cross(d, ref)
+    return p / np.linalg.norm(p)
+
+
+def _lattice_axes(anat: Anatomy, step: float):
+    """Axes (mm) of a lattice of ``step`` mm covering the whole chest, whatever the FOV."""
+    lo = (anat.z_bot - step, anat.cav_cy - anat.cav_ay - step, anat.midline - anat.cav_ax - step)
+    hi = (anat.z_top + step, anat.cav_cy + anat.cav_ay + step, anat.midline + anat.cav_ax + step)
+    return tuple(np.arange(a, b, step, dtype=np.float32) for a, b in zip(lo, hi))
+
+
+def _lung_points(env, axes, value) -> np.ndarray:
+    """Positions (mm, ``(n, 3)``) of the voxels of one lung."""
+    idx = np.argwhere(env == value)
+    return np.stack([axes[i][idx[:, i]] for i in range(3)], axis=1).astype(np.float64)
+
+
+def _hila(anat, env, axes):
+    """Root points (mm) of the two vessel trees: in each lung, medially, just below the carina."""
+    hila = []
+    for value, side, dz in ((LUNG_RIGHT, -1, 25.0), (LUNG_LEFT, 1, 40.0)):
+        pts = _lung_points(env, axes, value)
+        target = np.array([anat.carina_z - dz, anat.trachea_y + 10.0, anat.midline + side * 25.0])
+        d = np.sqrt(((pts - target) ** 2).sum(axis=1))
+        hila.append(pts[np.argmin(d)])
+    return hila

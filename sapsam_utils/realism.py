@@ -1,0 +1,123 @@
+"""How much a phantom looks like a real chest CT: lung volume, parenchyma HU, body size.
+
+The same simple estimators are applied to phantoms and to real scans, so that their numbers
+compare like with like (the phantoms' exact truth is used only to check the estimators):
+
+* :func:`body_mask`: per axial slice, the largest connected region above -500 HU, holes filled
+  (the couch and other separate objects drop out);
+* :func:`lung_estimate`: air-like voxels (< -500 HU) inside the body of their slice, kept where
+  they belong to the large 3-D air structures (lungs with trachea and main bronchi), which
+  removes bowel gas and small pockets. It includes the trachea and main bronchi, and leaves out
+  dense disease (consolidation, fungus balls), so it is an estimate, not a segmentation;
+* :func:`parenchyma_values`: HU of the lung estimate with its in-slice holes (vessels, nodules)
+  filled, one voxel in from its edge (no partial volume with the chest wall);
+* :func:`body_size_mm`: the body's left-right width and front-back depth, median over the slices
+  that contain lung.
+
+The histogram distance is the Wasserstein-1 (earth mover's) distance between two HU samples,
+in HU: how far, on average, one distribution's mass must move to become the other.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+from scipy.stats import wasserstein_distance
+
+from .volume import Volume
+
+#: Threshold between air-like and tissue-like voxels (HU).
+AIR_THRESHOLD = -500
+#: 3-D air structures smaller than this fraction of the largest one are not lung.
+MIN_LUNG_FRACTION = 0.05
+
+
+def body_mask(ct: Volume, threshold: float = AIR_THRESHOLD) -> np.ndarray:
+    """Per axial slice, the largest connected region above ``threshold`` HU, holes filled."""
+    out = np.zeros(ct.array.shape, bool)
+    for k, plane in enumerate(ct.array):
+        labels, n = ndi.label(plane > threshold)
+        if n == 0:
+            continue
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        out[k] = ndi.binary_fill_holes(labels == np.argmax(sizes))
+    return out
+
+
+def lung_estimate(ct: Volume, body: np.ndarray | None = None, threshold: float = AIR_THRESHOLD) -> np.ndarray:
+    """A threshold estimate of the lungs (with trachea and main bronchi): see the module docstring."""
+    body = body_mask(ct, threshold) if body is None else body
+    air = (ct.array < threshold) & body
+    labels, n = ndi.label(air)
+    if n == 0:
+        return air
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    keep = np.flatnonzero(sizes >= MIN_LUNG_FRACTION * sizes.max())
+    return np.isin(labels, keep)
+
+
+def parenchyma_values(ct: Volume, lungs: np.ndarray) -> np.ndarray:
+    """HU of the lungs with their in-slice holes filled, one voxel in from the edge (int16)."""
+    inner = np.zeros(lungs.shape, bool)
+    for k, plane in enumerate(lungs):
+        if plane.any():
+            inner[k] = ndi.binary_erosion(ndi.binary_fill_holes(plane))
+    return ct.array[inner]
+
+
+def body_size_mm(ct: Volume, body: np.ndarray, lungs: np.ndarray) -> tuple[float, float]:
+    """Median body width (left-right) and depth (front-back) in mm over the slices with lung."""
+    widths, depths = [], []
+    for k in np.flatnonzero(lungs.any(axis=(1, 2))):
+        ys, xs = np.nonzero(body[k])
+        if xs.size:
+            widths.append((xs.max() - xs.min() + 1) * ct.spacing[2])
+            depths.append((ys.max() - ys.min() + 1) * ct.spacing[1])
+    if not widths:
+        return float("nan"), float("nan")
+    return float(np.median(widths)), float(np.median(depths))
+
+
+def sample(values: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """At most ``n`` of ``values``, drawn without replacement with ``seed`` (all when fewer)."""
+    if values.size <= n:
+        return values
+    return np.random.default_rng(seed).choice(values, size=n, replace=False)
+
+
+def hu_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Wasserstein-1 distance (HU) between two samples of HU values."""
+    return float(wasserstein_distance(np.asarray(a, float), np.asarray(b, float)))
+
+
+def realism_measures(ct: Volume, max_values: int = 200_000, seed: int = 0) -> dict:
+    """The measures of one scan, and a sample of its parenchyma HU for histogram distances.
+
+    Parameters
+    ----------
+    ct : Volume
+        CT in HU.
+    max_values : int
+        Largest parenchyma sample kept (random, with ``seed``), to keep distances fast.
+
+    Returns
+    -------
+    dict
+        ``lung_volume_l`` (threshold estimate, litres), ``body_width_mm``, ``body_depth_mm``,
+        ``parenchyma_median_hu``, ``parenchyma_iqr_hu`` and ``values`` (the HU sample).
+    """
+    body = body_mask(ct)
+    lungs = lung_estimate(ct, body)
+    values = parenchyma_values(ct, lungs)
+    width, depth = body_size_mm(ct, body, lungs)
+    q1, median, q3 = np.percentile(values, [25, 50, 75]) if values.size else (np.nan,) * 3
+    return {
+        "lung_volume_l": float(lungs.sum() * ct.voxel_volume_ml / 1000.0),
+        "body_width_mm": width,
+        "body_depth_mm": depth,
+        "parenchyma_median_hu": float(median),
+        "parenchyma_iqr_hu": float(q3 - q1),
+        "values": sample(values, max_values, seed),
+    }

@@ -1,0 +1,320 @@
+"""Run the study's notebooks with papermill, in book order, with the parameters of a profile.
+
+Usage (from the project root, with the project's environment)::
+
+    python -m sapsam_utils.runner                     # profile "default", every notebook
+    python -m sapsam_utils.runner --profile smoke     # the CI profile
+    python -m sapsam_utils.runner --only 02_segmentation --workdir work/mine
+
+What it does, for each notebook chapter of ``_toc.yml`` (chapters named ``book/executed/<stem>``):
+
+1. merges the ``common`` block and the ``<stem>`` block of ``notebooks/params/<profile>.yaml``
+   (``--workdir`` overrides ``workdir``), and refuses names that the notebook's ``parameters``
+   cell does not define (a typo in a profile would otherwise be silently ignored);
+2. executes ``notebooks/<stem>.ipynb`` with papermill, the project root as working folder, on the
+   ``sapsam`` kernel (this interpreter: see :func:`ensure_kernel`);
+3. on success: hides papermill's injected-parameters cell in the book (tag ``remove-cell``), adds a
+   line saying which values this run used, and writes ``book/executed/<stem>.ipynb``;
+4. on failure: stops, names the notebook and the failing cell, keeps the failed notebook at
+   ``<workdir>/failed/<stem>.ipynb`` for inspection, removes ``book/executed/<stem>.ipynb`` (so no
+   book can be rendered from a failed or stale notebook) and exits non-zero.
+
+Afterwards it writes the provenance (:mod:`sapsam_utils.provenance`) and the paper-vs-reproduction
+table (:mod:`sapsam_utils.summary`) that the book's last two pages include.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import nbformat
+import yaml
+
+from sapsam_utils import provenance, summary
+from sapsam_utils.paths import project_path, project_root
+
+#: Where executed notebooks go, relative to the root; ``_toc.yml`` chapters point here.
+EXECUTED_DIR = "book/executed"
+#: Kernel spec the runner installs into (and checks in) this environment.
+KERNEL_NAME = "sapsam"
+PROFILES = ("smoke", "default", "paper")
+
+
+class RunnerError(RuntimeError):
+    """A problem with the toc, a profile or the parameters (before any notebook runs)."""
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised an error (or its kernel died) while papermill executed it."""
+
+    def __init__(self, stem: str, cell: Any, ename: str, evalue: str, failed_copy: Path | None,
+                 source: str = ""):
+        self.stem, self.cell, self.ename, self.evalue, self.failed_copy = stem, cell, ename, evalue, failed_copy
+        where = f"in cell [{cell}]" if cell is not None else "(no cell: the kernel or papermill failed)"
+        first_line = source.strip().splitlines()[0] if source.strip() else ""
+        if first_line:
+            where += f" ({first_line[:80]})"
+        text = f"notebook {stem} failed {where}: {ename}: {evalue}"
+        if failed_copy is not None:
+            text += f"\n  the executed notebook with the traceback: {failed_copy}"
+        super().__init__(text)
+
+
+def toc_files(toc_path: Path) -> list[str]:
+    """Every ``file:`` entry of a Jupyter Book ``_toc.yml`` (root first), in reading order."""
+    if not toc_path.is_file():
+        raise RunnerError(f"{toc_path}: no table of contents")
+    toc = yaml.safe_load(toc_path.read_text()) or {}
+    files = [toc["root"]] if "root" in toc else []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "file" in node:
+                files.append(node["file"])
+            for key in ("parts", "chapters", "sections"):
+                walk(node.get(key))
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc)
+    return files
+
+
+def toc_notebooks(root: Path) -> list[str]:
+    """File stems of the notebook chapters of ``root/_toc.yml`` (entries under ``book/executed/``)."""
+    prefix = EXECUTED_DIR + "/"
+    stems = [Path(f).stem for f in toc_files(root / "_toc.yml") if f.startswith(prefix)]
+    if not stems:
+        raise RunnerError(f"{root / '_toc.yml'}: no chapter under {prefix}, so no notebook to run")
+    return stems
+
+
+def load_profile(root: Path, profile: str) -> dict[str, dict]:
+    """The blocks of ``notebooks/params/<profile>.yaml`` (``common`` and one per notebook stem)."""
+    path = root / "notebooks" / "params" / f"{profile}.yaml"
+    if not path.is_file():
+        raise RunnerError(f"{path}: no such profile (profiles: {', '.join(PROFILES)})")
+    blocks = yaml.safe_load(path.read_text()) or {}
+    for name, block in blocks.items():
+        if not isinstance(block, dict):
+            raise RunnerError(f"{path}: block '{name}' must be a mapping of parameter -> value")
+    return blocks
+
+
+def notebook_parameters(blocks: dict[str, dict], stem: str, workdir: str | None = None,
+                        profile_name: str = "profile") -> dict[str, Any]:
+    """``common`` merged with the notebook's block (the block wins), then the workdir override."""
+    if stem not in blocks:
+        raise RunnerError(f"{profile_name}: no block for notebook '{stem}' (write '{stem}: {{}}' for none)")
+    params = {**blocks.get("common", {}), **blocks[stem]}
+    if workdir is not None:
+        params["workdir"] = workdir
+    return params
+
+
+def check_parameters(notebook: Path, params: dict[str, Any]) -> None:
+    """Refuse parameters that the notebook's ``parameters`` cell does not define."""
+    import papermill
+
+    known = papermill.inspect_notebook(str(notebook))
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise RunnerError(
+            f"{notebook}: the profile passes {unknown}, which its parameters cell does not define "
+            f"(it defines {sorted(known)})"
+        )
+
+
+def ensure_kernel() -> str:
+    """Install the ``sapsam`` kernel spec for this interpreter into this environment, if needed.
+
+    Returns the kernel name. A kernel spec of the same name elsewhere (e.g. a user-wide one for
+    another Python) would take precedence, so the resolved spec is checked to run this interpreter.
+    """
+    from ipykernel.kernelspec import install
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    def resolved_python() -> str | None:
+        try:
+            return KernelSpecManager().get_kernel_spec(KERNEL_NAME).argv[0]
+        except NoSuchKernel:
+            return None
+
+    if resolved_python() != sys.executable:
+        install(kernel_name=KERNEL_NAME, display_name="Python (sapsam .venv)", prefix=sys.prefix)
+    found = resolved_python()
+    if found != sys.executable:
+        raise RunnerError(
+            f"kernel spec '{KERNEL_NAME}' runs {found}, not this environment's {sys.executable}: "
+            f"remove the other spec (jupyter kernelspec remove {KERNEL_NAME})"
+        )
+    return KERNEL_NAME
+
+
+def _parameters_note(profile: str, params: dict[str, Any]) -> nbformat.NotebookNode:
+    values = ", ".join(f"`{name} = {value!r}`" for name, value in params.items())
+    return nbformat.v4.new_markdown_cell(
+        f"*This run (profile `{profile}`) set:* {values}. "
+        "*The full provenance is on the reproducibility page.*"
+    )
+
+
+def prepare_for_book(nb: nbformat.NotebookNode, profile: str, params: dict[str, Any]) -> None:
+    """Hide papermill's injected-parameters cell and say, in its place, which values were used."""
+    for index, cell in enumerate(nb.cells):
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags:
+            if "remove-cell" not in tags:
+                tags.append("remove-cell")
+            nb.cells.insert(index + 1, _parameters_note(profile, params))
+            return
+
+
+def _write_atomic(nb: nbformat.NotebookNode, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.stem}-", suffix=".ipynb", dir=path.parent)
+    os.close(fd)
+    try:
+        nbformat.write(nb, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_notebook(root: Path, stem: str, profile: str, params: dict[str, Any], kernel: str) -> Path:
+    """Execute ``notebooks/<stem>.ipynb``; write ``book/executed/<stem>.ipynb`` only on success.
+
+    Raises
+    ------
+    NotebookFailed
+        Naming the notebook and the failing cell; ``book/executed/<stem>.ipynb`` is then removed.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    source = root / "notebooks" / f"{stem}.ipynb"
+    executed = root / EXECUTED_DIR / f"{stem}.ipynb"
+
+    with tempfile.TemporaryDirectory(prefix=f"sapsam-{stem}-") as tmp:
+        output = Path(tmp) / f"{stem}.ipynb"
+        try:
+            papermill.execute_notebook(
+                str(source), str(output), parameters=params, kernel_name=kernel,
+                cwd=str(root), progress_bar=False, log_output=False,
+            )
+        except Exception as error:
+            executed.unlink(missing_ok=True)
+            failed_copy = None
+            if output.is_file():
+                failed_copy = project_path(params.get("workdir", "work")) / "failed" / f"{stem}.ipynb"
+                _write_atomic(nbformat.read(output, as_version=4), failed_copy)
+            if isinstance(error, PapermillExecutionError):
+                raise NotebookFailed(stem, error.exec_count, error.ename, error.evalue, failed_copy,
+                                     error.source) from None
+            raise NotebookFailed(stem, None, type(error).__name__, str(error), failed_copy) from error
+        nb = nbformat.read(output, as_version=4)
+    prepare_for_book(nb, profile, params)
+    _write_atomic(nb, executed)
+    return executed
+
+
+def plan_run(root: Path, profile: str, workdir: str | None = None,
+             only: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The notebooks to run, in toc order, with their parameters, all checked before any runs.
+
+    Raises
+    ------
+    RunnerError
+        For an ``only`` stem that is not a chapter, a missing notebook or profile block, or a
+        parameter that a notebook does not define — so that a typo fails in seconds, not after
+        the notebooks before it have run.
+    """
+    stems = toc_notebooks(root)
+    if only:
+        only = list(only)
+        missing = sorted(set(only) - set(stems))
+        if missing:
+            raise RunnerError(f"--only {missing}: not notebook chapters of _toc.yml ({stems})")
+        stems = [s for s in stems if s in only]
+    blocks = load_profile(root, profile)
+    plan = {}
+    for stem in stems:
+        source = root / "notebooks" / f"{stem}.ipynb"
+        if not source.is_file():
+            raise RunnerError(f"{source}: _toc.yml lists chapter '{stem}' but the notebook does not exist")
+        plan[stem] = notebook_parameters(blocks, stem, workdir, f"notebooks/params/{profile}.yaml")
+        check_parameters(source, plan[stem])
+    return plan
+
+
+def run(root: Path, profile: str, workdir: str | None = None, only: Iterable[str] | None = None,
+        log=print) -> list[str]:
+    """Run the notebooks of ``root/_toc.yml`` (or the ``only`` subset, in toc order).
+
+    Returns the stems that ran. Writes ``book/executed/provenance.{json,md}`` and
+    ``book/executed/summary.md`` after the last notebook, and after a failure too (minus the
+    failed notebook), so they always describe the executed notebooks that exist.
+    """
+    root = Path(root).resolve()
+    plan = plan_run(root, profile, workdir, only)
+    stems = list(plan)
+    kernel = ensure_kernel()
+    executed_dir = root / EXECUTED_DIR
+    record = provenance.Provenance.load(executed_dir)
+    # The code that runs is this project's (sapsam_utils and the notebooks beside it), so its
+    # git state is recorded even when --root points at a copy of the book's sources.
+    record.environment = provenance.environment(project_root())
+    try:
+        for stem in stems:
+            params = plan[stem]
+            log(f"[runner] {stem}: running with profile {profile} ({params})")
+            started = time.time()
+            try:
+                run_notebook(root, stem, profile, params, kernel)
+            except NotebookFailed:
+                record.forget(stem)
+                raise
+            seconds = time.time() - started
+            record.add(stem, provenance.notebook_record(project_root(), profile, params, started, seconds))
+            log(f"[runner] {stem}: done in {seconds:.1f} s")
+    finally:
+        record.keep_only(s for s in toc_notebooks(root) if (executed_dir / f"{s}.ipynb").is_file())
+        record.save(executed_dir)
+        summary.write_summary(root, record, executed_dir / "summary.md")
+    return stems
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sapsam_utils.runner",
+        description="Execute the study's notebooks with papermill in _toc.yml order, for the book.",
+    )
+    parser.add_argument("--profile", default="default",
+                        help="parameter profile: notebooks/params/<profile>.yaml (smoke, default, paper)")
+    parser.add_argument("--workdir", help="override the profile's workdir (relative to the root)")
+    parser.add_argument("--only", nargs="+", metavar="STEM",
+                        help="run only these notebooks (file stems, e.g. 02_segmentation)")
+    parser.add_argument("--root", default=None,
+                        help="project root holding _toc.yml, notebooks/ and book/ (default: this project)")
+    args = parser.parse_args(argv)
+
+    root = Path(args.root) if args.root else project_root()
+    try:
+        stems = run(root, args.profile, args.workdir, args.only)
+    except (RunnerError, NotebookFailed) as error:
+        print(f"[runner] FAILED: {error}", file=sys.stderr)
+        return 1
+    print(f"[runner] {len(stems)} notebook(s) executed into {root / EXECUTED_DIR}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

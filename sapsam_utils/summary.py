@@ -1,0 +1,103 @@
+"""The "paper vs this reproduction" table, from the results JSONs of the executed notebooks.
+
+``book/paper_numbers.yaml`` lists the paper's reported numbers, each with the notebook and the
+results key where this reproduction writes its own. :func:`write_summary` reads
+``{workdir}/results/<stem>.json`` of every executed notebook (the workdir that the provenance
+records for it) and writes ``book/executed/summary.md``, which ``book/summary.md`` includes:
+a headline table (paper | ours, or "not yet reproduced") and every number of the build.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sapsam_utils.paths import project_path
+from sapsam_utils.provenance import Provenance
+
+PAPER_NUMBERS = "book/paper_numbers.yaml"
+NOT_REPRODUCED = "not yet reproduced"
+REQUIRED_KEYS = ("notebook", "quantity", "paper", "key")
+
+
+def load_paper_numbers(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of ``paper_numbers.yaml``, checked to have ``notebook, quantity, paper, key``."""
+    rows = yaml.safe_load(Path(path).read_text()) or []
+    for number, row in enumerate(rows, start=1):
+        missing = [k for k in REQUIRED_KEYS if k not in row]
+        if missing:
+            raise ValueError(f"{path}: row {number} ({row}) lacks {missing}")
+    return rows
+
+
+def read_results(record: Provenance) -> dict[str, dict[str, Any] | None]:
+    """Each executed notebook's results (``None`` when it wrote no results file)."""
+    results = {}
+    for stem, nb in record.notebooks.items():
+        path = project_path(nb["parameters"].get("workdir", "work/default")) / "results" / f"{stem}.json"
+        results[stem] = json.loads(path.read_text()) if path.is_file() else None
+    return results
+
+
+def format_value(value: Any) -> str:
+    """Numbers to 3 significant digits (integers whole), booleans as yes/no."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.3g}"
+    return str(value)
+
+
+def ours(row: dict[str, Any], results: dict[str, dict[str, Any] | None]) -> str:
+    """This reproduction's value for one row of the paper's numbers, or why there is none."""
+    stem = row["notebook"]
+    if stem not in results:
+        return f"{NOT_REPRODUCED} ({stem} not run in this build)"
+    metrics = results[stem]
+    if metrics is None:
+        return f"{NOT_REPRODUCED} ({stem} wrote no results)"
+    if row["key"] not in metrics:
+        return NOT_REPRODUCED
+    return format_value(metrics[row["key"]])
+
+
+def render_summary(rows: list[dict[str, Any]], results: dict[str, dict[str, Any] | None],
+                   record: Provenance) -> str:
+    """MyST markdown: ``##`` headline table, then ``##`` all numbers with a ``###`` per notebook."""
+    profiles = sorted({nb["profile"] for nb in record.notebooks.values()})
+    lines = ["## Headline numbers", ""]
+    lines.append(f"This build ran profile(s): {', '.join(f'`{p}`' for p in profiles) or 'none'}.")
+    lines += ["", "| section | quantity | paper | this reproduction |", "|---|---|---|---|"]
+    if not rows:
+        lines.append(f"| | no {PAPER_NUMBERS} in this project | | |")
+    for row in rows:
+        paper = "—" if row["paper"] is None else format_value(row["paper"])
+        lines.append(f"| {row['notebook']} | {row['quantity']} | {paper} | {ours(row, results)} |")
+    lines += ["", "## All numbers of this build", ""]
+    for stem, metrics in results.items():
+        lines += [f"### {stem}", ""]
+        if not metrics:
+            lines += ["No numbers written.", ""]
+            continue
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| `{name}` | {format_value(value)} |" for name, value in metrics.items()]
+        lines.append("")
+    if not results:
+        lines.append("No notebook has been executed yet.")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_summary(root: str | os.PathLike, record: Provenance, path: str | os.PathLike) -> Path:
+    """Render the summary of the notebooks in ``record`` to ``path`` (markdown)."""
+    rows = load_paper_numbers(Path(root) / PAPER_NUMBERS) if (Path(root) / PAPER_NUMBERS).is_file() else []
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_summary(rows, read_results(record), record))
+    return path

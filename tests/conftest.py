@@ -1,0 +1,73 @@
+"""Shared fixtures: the project root, and a factory of tiny stand-alone book projects.
+
+A tiny project (its own ``_toc.yml``, ``notebooks/`` and ``notebooks/params/``) lets the runner's
+tests execute real notebooks through papermill in ``tmp_path``, without touching the study's
+``book/executed`` or ``work/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from sapsam_utils.paths import project_root
+
+PARAMETERS_CELL = (
+    'manifest = "data_manifest.csv"  # cohort manifest\n'
+    'workdir = "work/default"  # artifacts and results\n'
+    "seed = 0  # random seed"
+)
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    """The study's project root."""
+    return project_root()
+
+
+def write_notebook(path: Path, title: str, body: list[str]) -> Path:
+    """A notebook with a title, the common ``parameters`` cell, then one code cell per ``body`` item."""
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = new_code_cell(PARAMETERS_CELL)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [new_markdown_cell(f"# {title}"), params, *(new_code_cell(src) for src in body)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def make_project(tmp_path):
+    """Build a tiny book project: ``make_project({stem: [cell source, ...]}, profile_blocks)``.
+
+    Every notebook gets the common parameters; its cells may use ``workdir`` and ``seed``. The
+    ``smoke`` profile sends ``workdir = <tmp>/work`` to all of them, plus ``profile_blocks``.
+    Returns the project root.
+    """
+    def make(notebooks: dict[str, list[str]], blocks: dict[str, dict] | None = None) -> Path:
+        project = tmp_path / "project"
+        toc = {"format": "jb-book", "root": "book/intro",
+               "chapters": [{"file": f"book/executed/{stem}"} for stem in notebooks]}
+        project.mkdir()
+        (project / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
+        for stem, body in notebooks.items():
+            write_notebook(project / "notebooks" / f"{stem}.ipynb", stem, body)
+        profile = {"common": {"manifest": "data_manifest.csv", "workdir": str(tmp_path / "work"), "seed": 3}}
+        profile.update({stem: {} for stem in notebooks})
+        profile.update(blocks or {})
+        (project / "notebooks" / "params").mkdir(parents=True, exist_ok=True)
+        (project / "notebooks" / "params" / "smoke.yaml").write_text(yaml.safe_dump(profile))
+        return project
+
+    return make
+
+
+def results_cell(stem: str, metrics: dict) -> str:
+    """Source of a cell that writes ``metrics`` as the notebook's results."""
+    return ("from sapsam_utils.cache import write_results\n"
+            f"write_results(workdir, {stem!r}, {metrics!r})")

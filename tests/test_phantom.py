@@ -1,0 +1,260 @@
+"""Tests of the synthetic chest CT phantoms (sapsam_utils.phantom).
+
+Most phantoms here use the CI grid (54 x 64 x 64 voxels of 6 x 5.6 x 5.6 mm: the default field of
+view, sampled coarsely) or the 108 x 128 x 128 grid, so the whole file runs in seconds.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from sapsam_utils.phantom import (
+    PREEXISTING_KINDS,
+    REGION_MARGIN,
+    TISSUES,
+    make_phantom,
+    preexisting_kind,
+)
+from sapsam_utils.regions import (
+    CAVITY_LUMEN,
+    LABEL_COLUMNS,
+    LABELS,
+    LUNG_LEFT,
+    LUNG_RIGHT,
+    REGIONS,
+    SIGN_CODES,
+    lung_box,
+    region_labels,
+    region_map,
+    region_slices,
+)
+
+TINY = dict(shape=(54, 64, 64), spacing=(6.0, 5.6, 5.6))  # the default FOV, coarsely
+SMALL = dict(shape=(108, 128, 128), spacing=(3.0, 2.8, 2.8))  # the default FOV, half resolution
+ALL_ON = {c: 1 for c in LABEL_COLUMNS}
+CODES_OF = {lab: {SIGN_CODES[lab]} | ({CAVITY_LUMEN} if lab == "cavity" else set()) for lab in LABELS}
+
+
+def random_labels(rng, p=0.3):
+    """A random label row; a fungus ball always comes with the cavity of its region."""
+    labels = {c: int(rng.random() < p) for c in LABEL_COLUMNS}
+    for region in REGIONS:
+        if labels[f"{region}_fungus_ball"]:
+            labels[f"{region}_cavity"] = 1
+    return labels
+
+
+def assert_signs_where_labelled(phantom, wanted):
+    """Every sign voxel lies in the envelope, in a region labelled for it, clear of the cuts."""
+    signs, lungs = phantom.signs.array, phantom.lungs.array
+    assert not np.any((signs > 0) & (lungs == 0)), "sign truth outside the lung envelope"
+    box = lung_box(lungs)
+    regions = region_slices(signs.shape, box)
+    wanted = {c: int(wanted.get(c, 0)) for c in LABEL_COLUMNS}
+    assert phantom.labels == wanted
+    assert region_labels(signs, region_map(signs.shape, box)) == wanted
+    for name, sl in regions.items():
+        block = signs[sl]
+        for lab in LABELS:
+            present = np.isin(block, list(CODES_OF[lab])).any()
+            assert present == bool(wanted[f"{name}_{lab}"]), f"{name}_{lab}"
+        # Margin from the inner cuts (z thirds, x halves) of the lung box.
+        for axis in (0, 2):
+            m = math.ceil(REGION_MARGIN * (box[axis].stop - box[axis].start))
+            lo, hi = sl[axis].start, sl[axis].stop
+            near = []
+            if lo > box[axis].start:
+                near.append(slice(lo, lo + m))
+            if hi < box[axis].stop:
+                near.append(slice(hi - m, hi))
+            for cut in near:
+                idx = list(sl)
+                idx[axis] = cut
+                assert not signs[tuple(idx)].any(), f"{name}: a sign within {m} voxels of a cut"
+    # Nothing outside the lung box at all.
+    outside = np.ones(signs.shape, dtype=bool)
+    outside[box] = False
+    assert not signs[outside].any()
+
+
+@pytest.fixture(scope="module")
+def small_all():
+    return make_phantom(ALL_ON, seed=11, **SMALL)
+
+
+@pytest.fixture(scope="module")
+def small_control():
+    return make_phantom({}, seed=11, **SMALL)
+
+
+def test_volumes_and_types(small_all):
+    p = small_all
+    for vol in (p.ct, p.lungs, p.signs, p.tissue):
+        assert vol.array.shape == SMALL["shape"]
+        assert vol.spacing == SMALL["spacing"]
+    assert p.ct.array.dtype == np.int16
+    assert p.lungs.array.dtype == np.uint8 and p.signs.array.dtype == np.uint8
+    assert set(np.unique(p.lungs.array)) == {0, LUNG_RIGHT, LUNG_LEFT}
+    assert set(np.unique(p.signs.array)) <= {0, *SIGN_CODES.values(), CAVITY_LUMEN}
+    assert set(p.labels) == set(LABEL_COLUMNS)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_labels_planted_exactly_tiny_grid(seed):
+    labels = random_labels(np.random.default_rng(seed))
+    assert_signs_where_labelled(make_phantom(labels, seed, **TINY), labels)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_all_24_labels_tiny_grid(seed):
+    assert_signs_where_labelled(make_phantom(ALL_ON, seed, **TINY), ALL_ON)
+
+
+def test_all_24_labels_small_grid(small_all):
+    assert_signs_where_labelled(small_all, ALL_ON)
+
+
+@pytest.mark.parametrize("column", ["RU_cavity", "LL_preexisting", "RM_pleural_thickening", "LU_pleural_thickening"])
+def test_single_label(column):
+    p = make_phantom({column: 1}, seed=5, **SMALL)
+    assert_signs_where_labelled(p, {column: 1})
+    region, lab = column[:2], column[3:]
+    assert set(np.unique(p.signs.array)) - {0} <= CODES_OF[lab]
+
+
+def test_fungus_ball_in_cavity_with_air_crescent_above():
+    p = make_phantom({"RU_cavity": 1, "RU_fungus_ball": 1}, seed=3, **SMALL)
+    signs = p.signs.array
+    ball = np.argwhere(signs == SIGN_CODES["fungus_ball"])
+    lumen = np.argwhere(signs == CAVITY_LUMEN)
+    assert len(ball) and len(lumen) and (signs == SIGN_CODES["cavity"]).any()
+    # The ball rests on the dependent (posterior, high y) side: the air is in front of it.
+    assert lumen[:, 1].mean() < ball[:, 1].mean()
+    assert lumen[:, 1].min() < ball[:, 1].min()
+
+
+def test_controls_have_no_signs(small_control):
+    assert not small_control.signs.array.any()
+    assert not any(small_control.labels.values())
+
+
+def test_envelope_does_not_depend_on_labels(small_all, small_control):
+    np.testing.assert_array_equal(small_all.lungs.array, small_control.lungs.array)
+
+
+def median_in(p, mask):
+    assert mask.any()
+    return float(np.median(p.ct.array[mask]))
+
+
+def test_tissue_hu(small_all):
+    p = small_all
+    ct, tissue, signs = p.ct.array, p.tissue.array, p.signs.array
+    assert abs(median_in(p, tissue == TISSUES["air"]) + 1000) <= 10
+    assert abs(np.median(ct[:, :3, :3]) + 1000) <= 10  # the corners of the FOV are outside
+    parenchyma = (p.lungs.array > 0) & (signs == 0)
+    assert abs(median_in(p, parenchyma) + 850) <= 60
+    assert -130 <= median_in(p, tissue == TISSUES["fat"]) <= -70
+    assert 20 <= median_in(p, tissue == TISSUES["muscle"]) <= 70
+    assert 400 <= median_in(p, tissue == TISSUES["cortical_bone"]) <= 1000
+    assert 250 <= median_in(p, tissue == TISSUES["cancellous_bone"]) <= 600
+    assert 20 <= median_in(p, tissue == TISSUES["blood"]) <= 60
+    assert abs(median_in(p, signs == CAVITY_LUMEN) + 1000) <= 30
+    assert 0 <= median_in(p, signs == SIGN_CODES["cavity"]) <= 60
+    assert 0 <= median_in(p, signs == SIGN_CODES["fungus_ball"]) <= 80
+    assert 0 <= median_in(p, signs == SIGN_CODES["pleural_thickening"]) <= 60
+
+
+@pytest.mark.parametrize("kind", PREEXISTING_KINDS)
+def test_preexisting_kinds_hu(kind):
+    seed = next(s for s in range(100) if preexisting_kind(s) == kind)
+    p = make_phantom({"RU_preexisting": 1, "LM_preexisting": 1}, seed, **SMALL)
+    assert p.details["preexisting_kind"] == kind
+    hu = p.ct.array[p.signs.array == SIGN_CODES["preexisting"]]
+    if kind == "emphysema":
+        assert np.median(hu) < -920
+    elif kind == "consolidation":
+        assert -40 <= np.median(hu) <= 80
+    elif kind == "ground_glass":
+        assert -700 <= np.median(hu) <= -450
+    else:  # dilated air lumens inside soft-tissue walls
+        assert (hu < -900).mean() > 0.1 and (hu > -200).mean() > 0.2
+
+
+def test_lungs_on_their_sides(small_control):
+    lungs = small_control.lungs.array
+    nx = lungs.shape[2]
+    x_right = np.argwhere(lungs == LUNG_RIGHT)[:, 2]
+    x_left = np.argwhere(lungs == LUNG_LEFT)[:, 2]
+    assert x_right.max() < x_left.min()  # right lung at low x (patient's right, LPS)
+    assert x_right.mean() < nx / 2 < x_left.mean()
+    # Apex narrower than the base: the top 10 % of the lungs holds far fewer voxels.
+    z = np.argwhere(lungs > 0)[:, 0]
+    top = z >= z.max() - 0.1 * (z.max() - z.min())
+    mid = np.abs(z - np.median(z)) <= 0.05 * (z.max() - z.min())
+    assert top.sum() < 0.5 * mid.sum()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_lung_volume_plausible_at_default_fov(seed):
+    p = make_phantom({}, seed, **TINY)  # same FOV as the default grid
+    litres = (p.lungs.array > 0).sum() * p.lungs.voxel_volume_ml / 1000
+    assert 4.0 <= litres <= 8.0
+    right = (p.lungs.array == LUNG_RIGHT).sum() / (p.lungs.array > 0).sum()
+    assert 0.45 <= right <= 0.6  # the right lung is a little larger
+
+
+def test_same_anatomy_on_every_grid():
+    coarse = make_phantom({}, 4, **TINY)
+    fine = make_phantom({}, 4, **SMALL)
+    vol = [(p.lungs.array > 0).sum() * p.lungs.voxel_volume_ml for p in (coarse, fine)]
+    assert abs(vol[0] - vol[1]) / vol[1] < 0.05
+
+
+def test_deterministic_by_seed():
+    labels = random_labels(np.random.default_rng(7))
+    a, b = make_phantom(labels, 21, **TINY), make_phantom(labels, 21, **TINY)
+    for name in ("ct", "lungs", "signs"):
+        np.testing.assert_array_equal(getattr(a, name).array, getattr(b, name).array)
+    c = make_phantom(labels, 22, **TINY)
+    assert not np.array_equal(a.lungs.array, c.lungs.array)
+    assert not np.array_equal(a.ct.array, c.ct.array)
+
+
+def test_difficulty_shrinks_signs_and_adds_noise():
+    labels = {"RU_cavity": 1, "LU_pleural_thickening": 1, "RM_preexisting": 1}
+    easy = make_phantom(labels, 2, difficulty=0.5, **SMALL)
+    hard = make_phantom(labels, 2, difficulty=2.0, **SMALL)
+    assert (hard.signs.array > 0).sum() < (easy.signs.array > 0).sum()
+    muscle = easy.tissue.array == TISSUES["muscle"]
+
+    def robust_std(values):
+        return 1.4826 * np.median(np.abs(values - np.median(values)))
+
+    ratio = robust_std(hard.ct.array[muscle]) / robust_std(easy.ct.array[muscle])
+    assert 3.0 < ratio < 5.0  # noise scales with difficulty: 2 / 0.5 = 4
+    assert_signs_where_labelled(hard, labels)
+
+
+def test_unknown_label_rejected():
+    with pytest.raises(ValueError, match="RX_cavity"):
+        make_phantom({"RX_cavity": 1}, 0, **TINY)
+
+
+def test_bad_label_value_rejected():
+    with pytest.raises(ValueError, match="RU_cavity"):
+        make_phantom({"RU_cavity": 2}, 0, **TINY)
+
+
+def test_fungus_ball_needs_cavity_label():
+    with pytest.raises(ValueError, match="LU_cavity"):
+        make_phantom({"LU_fungus_ball": 1}, 0, **TINY)
+
+
+@pytest.mark.parametrize("bad", [dict(seed=-1), dict(seed=1.5), dict(difficulty=0.0), dict(spacing=(0, 1, 1))])
+def test_bad_arguments_rejected(bad):
+    args = dict(labels={}, seed=0, **TINY)
+    args.update(bad)
+    with pytest.raises(ValueError):
+        make_phantom(**args)
