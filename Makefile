@@ -1,6 +1,6 @@
 # The study's two commands (see README.md):
 #   make book [PROFILE=smoke|default|paper]   execute every notebook, then render the book
-#   make test                                 run the test suite
+#   make test [PYTEST_ARGS="-k frame"]        run the test suite
 # Both create the environment (.venv, from the pins of pyproject.toml) when it is missing, and
 # refresh it when pyproject.toml changes.
 
@@ -19,7 +19,7 @@ book: $(VENV_STAMP)
 	@echo "The book: _build/html/index.html"
 
 test: $(VENV_STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 env: $(VENV_STAMP)
 

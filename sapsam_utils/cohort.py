@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -519,8 +520,6 @@ def build_scans(manifest: pd.DataFrame, manifest_dir: str | os.PathLike, out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     cohort = _absolute_paths(manifest, manifest_dir)
     write_manifest(cohort, out_dir / "cohort.csv")
-    import json
-
     records, todo = {}, []
     for row in cohort.to_dict("records"):
         record_path = out_dir / row["scan_id"] / "scan.json"

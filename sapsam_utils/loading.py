@@ -20,6 +20,8 @@ Out-of-field padding
     Scanners mark voxels outside the reconstruction circle with values such as -2048 or -3024,
     and some store air below -1024. Every value below :data:`AIR_HU` (-1024 HU) is set to -1024,
     the lowest value of the CT scale (air). Padding then reads as air, the same for DICOM and NIfTI.
+    Float images are rounded to whole HU. An image with no voxel below -900 (no air at all) is
+    rejected: it is not a chest CT in HU (e.g. a normalised or a label image).
 
 Privacy
     Only the voxels and the geometry (spacing, origin) leave this module. The DICOM tags read to

@@ -7,52 +7,68 @@ left), one label volume of the signs, and the labels that the signs imply.
 How a phantom is built
 ----------------------
 Everything is defined in millimetres in a patient frame centred on the field of view (FOV), so a
-phantom looks the same on any grid; the grid only samples it. Arrays are ``(z, y, x)`` in LPS (see
-:mod:`sapsam_utils.volume`): ``z`` upwards, ``y`` front to back, ``x`` from the patient's right to
-left. The steps, in order:
+phantom looks the same on any grid; the grid only samples it (the FOV is ``shape * spacing``).
+Arrays are ``(z, y, x)`` in LPS (see :mod:`sapsam_utils.volume`): ``z`` upwards, ``y`` front to
+back, ``x`` from the patient's right to left, so the right lung lies at low ``x``. In order:
 
-1. **Patient** (:func:`draw_anatomy`): body size, fat and muscle thickness, lung height, dome
-   heights, heart, spine, aorta, trachea and rib positions are drawn from the seed.
-2. **Body** (:func:`_paint_body`): an elliptic body outline (narrowing to the neck above the lungs)
-   with subcutaneous fat and a muscle layer, ribs (bands of bone in the chest wall that descend
-   towards the front), sternum, the thoracic cavity with mediastinal soft tissue, and liver /
-   abdomen below the diaphragm.
-3. **Lung envelope** (:func:`_lung_envelope`): per lung, an ellipse per axial slice that narrows
-   into a rounded apex, clipped by the thoracic cavity, above a dome-shaped diaphragm (right dome
-   higher, posterior recess deepest), minus the mediastinum, heart, aorta and spine. The envelope
-   never depends on the labels: it is built first, then the lung box and the six sub-regions
-   (:func:`sapsam_utils.regions.region_slices`) are computed from it, then the signs are planted.
-4. **Mediastinum**: heart (anterior, left, resting on the left dome), ascending aorta, aortic
-   arch and descending aorta, vertebral bodies with discs, spinal canal and posterior elements,
-   trachea from the top of the FOV to the carina and two main bronchi to the hila.
-5. **Parenchyma**: about -850 HU plus a smooth random texture (generated on a coarse grid and
-   linearly upsampled) and a front-to-back gravity gradient (dependent lung is denser).
-6. **Vessels**: one tree per lung grown from the hilum by recursive halving of random points
-   spread through the lung (each branch aims at the centre of the points it supplies; radii follow
-   Murray's law, ``r ~ n ** (1 / 3)`` of the points supplied), so they thin towards the periphery.
-   Tubes are drawn with partial-volume edges, only inside the envelope; the first generations
-   also carry a bronchus (air lumen, soft-tissue wall) beside the vessel.
-7. **Signs** (:func:`_plant_signs`), each only inside its sub-region of the envelope and at least
-   ``REGION_MARGIN`` (8 %) of the lung box's extent away from every inner cut of the box, so that
-   it stays in its region when the box is re-estimated from a segmentation:
+1. **Patient** (:func:`draw_anatomy`): thoracic cavity size, fat and muscle thickness, lung
+   height, dome heights, heart, mediastinum widths, spine, aorta, trachea, carina, ribs and
+   stomach are drawn from the seed (lengths in mm; the lungs hold about 4-7 litres).
+2. **Body**: a superellipse outline (a rounded rectangle, narrowing to the neck above the
+   lungs) with subcutaneous fat and a muscle layer; ribs (bands of cortical bone around marrow
+   in the chest wall, descending towards the front, with costal cartilage in front); sternum;
+   mediastinal fat filling the thoracic cavity; liver / abdomen below the diaphragm and a
+   stomach with a gas cap under the left dome (in most patients); the patient table (two thin
+   curved shells) behind the body.
+3. **Lung envelope** (:func:`_lung_envelope`): per lung and axial slice, an ellipse that shrinks
+   into a rounded apex over the top 110 mm, clipped by the thoracic cavity (a cone, narrower at
+   the top), above a diaphragm of two domes (right higher, posterior recess deepest), minus the
+   mediastinum (narrow in front, widest around the trachea and great vessels above the heart),
+   heart, aorta and spine. The envelope never depends on the labels: it is built first, then the
+   lung box and the six sub-regions (:func:`sapsam_utils.regions.region_slices`) are computed
+   from it, then the signs are planted inside it.
+4. **Mediastinum and spine**: heart (anterior, left, resting on the left dome), ascending aorta,
+   aortic arch and descending aorta; vertebral bodies (cortex, marrow, discs), spinal canal and
+   posterior elements; the trachea from the top of the FOV to the carina and the two main
+   bronchi to the hila (air lumen, soft-tissue wall).
+5. **Parenchyma**: ``PARENCHYMA_HU`` (-865) plus a smooth random texture (generated on a coarse
+   grid and linearly upsampled, :func:`smooth_field`) and a front-to-back gravity gradient
+   (dependent lung is denser).
+6. **Vessels**: one tree per lung (:func:`vessel_segments`), grown on a fixed 5 mm lattice (so
+   it is the same on every grid) from the hilum by recursive halving of random points spread
+   through the lung: each branch aims at the centre of the points it supplies and its radius
+   follows Murray's law (``r ~ n ** (1 / 3)`` of the points supplied), so vessels thin towards
+   the periphery. The root segment comes from the mediastinum. Tubes are drawn with
+   partial-volume edges (thinner than a voxel: fainter), only inside the envelope; the larger
+   branches carry a bronchus (air lumen, soft-tissue wall) beside them.
+7. **Signs**, each only inside its sub-region of the envelope and at least ``REGION_MARGIN``
+   (8 %) of the lung box's extent away from every inner cut of the box, so that it stays in its
+   region when the box is re-estimated from a segmentation. Each sign is placed where it fits
+   (distance to the envelope's outside from a distance transform on a ~5 mm sub-grid) and drawn
+   inside a small box around it:
 
-   * ``cavity``: an irregular air space (``CAVITY_LUMEN``, -1000 HU) inside a soft-tissue wall
-     (code 2, ~+30 HU) whose thickness varies around the cavity; 1-4 cm across;
-   * ``fungus_ball``: a soft-tissue ball (code 3, ~+45 HU) lying in a cavity's lumen, resting on
-     its posterior (dependent, supine patient) side, with an air crescent (``CAVITY_LUMEN``) in
-     front. A fungus ball **requires** the cavity label of the same region (otherwise
-     ``ValueError``): the cavity's wall is code 2, so the truth always carries both;
-   * ``pleural_thickening``: a soft-tissue rind (code 4, ~+25 HU) of a few mm along the costal
-     pleura (the envelope's outer surface). In an upper region it is usually an apical cap;
-   * ``preexisting`` (code 1): one condition per patient, picked by the seed among emphysema
-     (~-950 HU with darker holes), consolidation (~+20 HU with air bronchograms), ground glass
-     (~-600 HU, vessels still visible) and bronchiectasis (dilated air tubes with thick walls); a
-     blob of 2-5 cm inside the region. Its truth is the whole blob (for bronchiectasis: the tubes).
+   * ``cavity``: a lobulated air space (``CAVITY_LUMEN``, -1000 HU), 1-4 cm across, inside a
+     soft-tissue wall (code 2, ~+30 HU) whose thickness varies from 0.4 to 1.6 times its mean
+     (2-7 mm);
+   * ``fungus_ball``: a mottled soft-tissue ball (code 3, ~+45 HU with a few small air pockets)
+     lying in a cavity's lumen on its dependent (posterior, the patient lies supine) side, with
+     an air crescent (``CAVITY_LUMEN``) in front of it. A fungus ball **requires** the cavity
+     label of the same region (otherwise ``ValueError``): its cavity's wall is cavity truth;
+   * ``pleural_thickening``: a soft-tissue rind (code 4, ~+25 HU) of 3-8 mm of varying thickness
+     along the costal pleura (the envelope's outer surface) over a patch 2-3.5 cm in radius. In
+     an upper region it is usually (80 %) an apical cap;
+   * ``preexisting`` (code 1): one condition per patient (:func:`preexisting_kind`) among
+     emphysema (~-945 HU with clustered holes of ~-990 HU), consolidation (~+20 HU with air
+     bronchograms), ground glass (~-600 HU, vessels still visible) and bronchiectasis (dilated
+     air tubes with thick walls); an irregular blob 2-5 cm across. Its truth is the whole blob
+     (for bronchiectasis: the tubes, walls and lumens).
 
-   Sign truth voxels are always inside the envelope (signs replace lung inside it) and the labels
-   returned are checked to equal ``region_labels(signs, region_map(shape, lung_box(lungs)))``.
-8. **Noise**: Gaussian noise (``noise_hu``), slightly correlated in-plane as a CT kernel would
-   make it; values are rounded and clipped to [-1024, 3071] and stored as int16.
+   Within a region the cavity is placed first and drawn last and the blob keeps clear of it, so
+   no sign erases another. Sign truth is always inside the envelope; the labels returned are
+   checked to equal ``region_labels(signs, region_map(shape, lung_box(lungs)))``.
+8. **Scanner**: a separable blur of ``blur_mm`` (the point spread: partial volume at every edge),
+   then Gaussian noise of ``noise_hu``, lightly correlated in-plane as a reconstruction kernel
+   makes it; values are rounded, clipped to [-1024, 3071] and stored as int16.
 
 Difficulty
 ----------
@@ -64,17 +80,20 @@ Coarse grids
 ------------
 So that every planted sign stays visible on a coarse grid (e.g. 6 mm voxels for CI smoke runs),
 sign dimensions have minima in voxels of the grid's largest spacing ``h``: cavity wall >= 1 h,
-cavity lumen radius >= 1.5 h (2.5 h with a fungus ball), fungus-ball radius >= 1 h, rind
-thickness >= 1.5 h, pre-existing blob radius >= 2 h. On such grids signs are therefore larger in
-millimetres than at the default grid.
+lumen radius >= 1.2 h (2 h with a fungus ball), fungus-ball radius >= 0.8 h, rind thickness
+>= 1.5 h, pre-existing blob radius >= 1.5 h. On such grids signs are larger in millimetres than on
+the default grid. Where a sign does not fit whole into its region even at its minimum size, it
+is cut by the region's margin box and the envelope (it is drawn only inside both).
 
 Where the phantom is still unlike real CT
 -----------------------------------------
-Shapes are smooth analytic solids: no lobes or fissures, no secondary lobules, no airway tree
-beyond a few generations, one vessel tree per lung (arteries and veins are not told apart), no
-arms, scapulae, clavicles or breast tissue, no contrast agent, no beam hardening, streaks or
-motion, and the edges between tissues are sharp except for the vessels. Scanner noise is nearly
-white. Signs are single solid shapes; real CPA shows several lesions, fibrosis and volume loss.
+Shapes are smooth analytic solids: no lobes or fissures, no secondary lobules, airways only to a
+few generations, one vessel tree per lung (arteries and veins are not told apart), no arms,
+scapulae, clavicles, breasts or axillary vessels, no contrast agent, beam hardening, streaks or
+motion; the heart is a plain ellipsoid without chambers. Noise is stationary (real noise grows
+towards the body's centre and along the shoulders). Signs are single shapes; real CPA shows
+several lesions, fibrosis, volume loss and pleural changes that go together. The parenchyma's HU
+histogram is narrower than in real scans (fewer small vessels, no heterogeneous ventilation).
 """
 
 from __future__ import annotations
@@ -106,16 +125,19 @@ REGION_MARGIN = 0.08
 PREEXISTING_KINDS = ("emphysema", "consolidation", "ground_glass", "bronchiectasis")
 
 # Tissue classes of the anatomy, mapped to HU by _TISSUE_HU.
-AIR, FAT, MUSCLE, SOFT, BLOOD, LIVER, BONE, MARROW, DISC, CSF, LUNG = range(11)
+AIR, FAT, MUSCLE, SOFT, BLOOD, LIVER, BONE, MARROW, DISC, CSF, LUNG, TABLE = range(12)
 #: Names of the values of ``Phantom.tissue``.
 TISSUES = {
     "air": AIR, "fat": FAT, "muscle": MUSCLE, "soft_tissue": SOFT, "blood": BLOOD, "liver": LIVER,
     "cortical_bone": BONE, "cancellous_bone": MARROW, "disc": DISC, "csf": CSF, "lung": LUNG,
+    "table": TABLE,
 }
 _TISSUE_HU = np.array(
-    [-1000.0, -100.0, 45.0, 30.0, 40.0, 60.0, 900.0, 450.0, 80.0, 15.0, -850.0], dtype=np.float32
+    [-1000.0, -100.0, 45.0, 30.0, 40.0, 60.0, 900.0, 450.0, 80.0, 15.0, -865.0, 250.0], dtype=np.float32
 )
-PARENCHYMA_HU = -850.0
+PARENCHYMA_HU = -865.0
+# Superellipse exponents of the body's and the thoracic cavity's cross-sections.
+BODY_POWER, CAVITY_POWER = 2.5, 2.3
 _SOFT_SIGN_HU = {"wall": 30.0, "ball": 45.0, "rind": 25.0}
 
 
@@ -168,7 +190,9 @@ class Anatomy:
     dome_left: float
     med_front: float  # mediastinum half-width at the front
     med_back: float  # mediastinum half-width at the back
+    med_middle: float  # extra half-width around the trachea and great vessels, above the heart
     heart: tuple  # centre (z, y, x) and semi-axes (z, y, x)
+    stomach: tuple | None  # centre and semi-axes, or None (no gas-filled stomach in the FOV)
     spine_r: float  # vertebral body radius
     spine_y: float  # vertebral body centre, y
     disc_pitch: float  # vertebral level height
@@ -197,23 +221,30 @@ def draw_anatomy(seed: int) -> Anatomy:
     """
     rng = np.random.default_rng([seed, 1])
     u = rng.uniform
-    body_ax = u(155.0, 174.0)
-    body_ay = body_ax * u(0.66, 0.76)
-    body_cy = u(-6.0, 6.0)
-    fat, muscle = u(5.0, 20.0), u(8.0, 14.0)
+    # The thoracic cavity first (it sets the lung size), then the chest wall around it.
+    cav_ax = u(122.0, 142.0)
+    cav_ay = cav_ax * u(0.64, 0.74)
+    fat, muscle = u(5.0, 16.0), u(8.0, 14.0)
+    wall_side = fat + muscle + 9.0
     wall_front = fat + 0.6 * muscle + 8.0
-    wall_back = fat + muscle + 22.0
-    cav_ay = body_ay - (wall_front + wall_back) / 2
+    wall_back = fat + muscle + 18.0
+    body_cy = u(-6.0, 6.0)
+    body_ax = cav_ax + wall_side
+    body_ay = cav_ay + (wall_front + wall_back) / 2
     cav_cy = body_cy + (wall_front - wall_back) / 2
-    cav_ax = body_ax - fat - muscle - 12.0
-    height = u(250.0, 290.0)
+    height = u(260.0, 295.0)
     mid_z = u(-8.0, 8.0)
     z_top, z_bot = mid_z + height / 2, mid_z - height / 2
     dome_right = u(50.0, 68.0)
     dome_left = dome_right - u(10.0, 20.0)
     midline = u(-5.0, 5.0)
-    heart_axes = (u(50.0, 58.0), u(42.0, 52.0), u(50.0, 60.0))
-    heart_centre = (z_bot + dome_left + 0.5 * heart_axes[0], cav_cy - 0.35 * cav_ay, midline + u(18.0, 30.0))
+    heart_axes = (u(55.0, 66.0), u(45.0, 55.0), u(55.0, 65.0))
+    heart_centre = (z_bot + dome_left + 0.6 * heart_axes[0], cav_cy - 0.3 * cav_ay, midline + u(20.0, 32.0))
+    stomach = None
+    if rng.random() < 0.7:
+        st_axes = (u(22.0, 35.0), u(30.0, 45.0), u(30.0, 45.0))
+        st_centre = (z_bot + dome_left - st_axes[0] - 3.0, cav_cy - 0.25 * cav_ay, midline + 0.45 * cav_ax)
+        stomach = (st_centre, st_axes)
     spine_r = u(16.0, 20.0)
     spine_y = cav_cy + cav_ay - 1.7 * spine_r  # the vertebral body bulges into the cavity
     aorta_r = u(11.0, 14.0)
@@ -222,7 +253,8 @@ def draw_anatomy(seed: int) -> Anatomy:
         body_ax=body_ax, body_ay=body_ay, body_cy=body_cy, fat=fat, muscle=muscle,
         cav_ax=cav_ax, cav_ay=cav_ay, cav_cy=cav_cy, midline=midline, z_top=z_top, z_bot=z_bot,
         dome_right=dome_right, dome_left=dome_left, med_front=u(4.0, 9.0), med_back=u(13.0, 18.0),
-        heart=(heart_centre, heart_axes), spine_r=spine_r, spine_y=spine_y,
+        med_middle=u(10.0, 20.0),
+        heart=(heart_centre, heart_axes), stomach=stomach, spine_r=spine_r, spine_y=spine_y,
         disc_pitch=u(24.0, 28.0), aorta_r=aorta_r, aorta_x=midline + spine_r + 0.4 * aorta_r,
         aorta_y=spine_y - 0.9 * spine_r, trachea_r=trachea_r,
         trachea_y=spine_y - spine_r - 14.0 - trachea_r, carina_z=z_top - u(75.0, 95.0),
@@ -247,14 +279,16 @@ def _index_range(axis_mm: np.ndarray, lo: float, hi: float) -> slice:
     return slice(start, max(start, stop))
 
 
-def _ellipse_r2(y, x, cy, cx, ay, ax) -> np.ndarray:
-    """``((y - cy) / ay) ** 2 + ((x - cx) / ax) ** 2`` broadcast to ``(len(ay), len(y), len(x))``.
+def _ellipse_r2(y, x, cy, cx, ay, ax, power=2.0) -> np.ndarray:
+    """``|(y - cy) / ay| ** power + |(x - cx) / ax| ** power`` broadcast to ``(len(ay), len(y), len(x))``.
 
-    ``ay``, ``ax``, ``cy``, ``cx`` are scalars or per-slice arrays (one value per z).
+    ``ay``, ``ax``, ``cy``, ``cx`` are scalars or per-slice arrays (one value per z). ``power``
+    above 2 gives a superellipse, a rounded rectangle like a body's cross-section. The two terms
+    are computed on ``(nz, ny)`` and ``(nz, nx)`` planes, so only their sum costs a full volume.
     """
     per_z = lambda v: np.asarray(v, dtype=np.float32).reshape(-1, 1, 1)  # noqa: E731
-    ty = ((y[None, :, None] - per_z(cy)) / per_z(ay)) ** 2
-    tx = ((x[None, None, :] - per_z(cx)) / per_z(ax)) ** 2
+    ty = np.abs((y[None, :, None] - per_z(cy)) / per_z(ay)) ** power
+    tx = np.abs((x[None, None, :] - per_z(cx)) / per_z(ax)) ** power
     return ty + tx
 
 
@@ -320,7 +354,9 @@ def _body_profile(anat: Anatomy, z: np.ndarray):
 def _cavity_profile(anat: Anatomy, z: np.ndarray):
     """Per-slice semi-axes of the thoracic cavity (inside the ribs); it closes above the apex."""
     top = _smoothstep((z - (anat.z_top - 40.0)) / 50.0)
-    ax = anat.cav_ax * (1 - 0.45 * top)
+    # The rib cage is a cone: about 15 % narrower at the apex than at the base.
+    cone = 1.0 - 0.15 * np.clip((z - anat.z_bot) / (anat.z_top - anat.z_bot), 0.0, 1.0)
+    ax = anat.cav_ax * cone * (1 - 0.45 * top)
     ay = anat.cav_ay * (1 - 0.3 * top)
     return ax.astype(np.float32), ay.astype(np.float32)
 
@@ -344,7 +380,7 @@ def _diaphragm_z(anat: Anatomy, y: np.ndarray, x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _lung_envelope(anat: Anatomy, axes, spacing) -> np.ndarray:
+def _lung_envelope(anat: Anatomy, axes) -> np.ndarray:
     """The true lung envelope, uint8 0 / LUNG_RIGHT / LUNG_LEFT, before any vessel or sign."""
     z, y, x = axes
     shape = (len(z), len(y), len(x))
@@ -356,24 +392,27 @@ def _lung_envelope(anat: Anatomy, axes, spacing) -> np.ndarray:
         return env
     zz, yy, xx = z[zs], y[ys], x[xs]
     cav_ax, cav_ay = _cavity_profile(anat, zz)
-    inside = _ellipse_r2(yy, xx, anat.cav_cy, anat.midline, cav_ay, cav_ax) < 1.0
+    inside = _ellipse_r2(yy, xx, anat.cav_cy, anat.midline, cav_ay, cav_ax, CAVITY_POWER) < 1.0
     # Rounded apex: over its top 110 mm each lung's cross-section shrinks towards its apex.
     dome = np.clip((zz - (anat.z_top - 110.0)) / 110.0, 0.0, 1.0)
     shrink = np.sqrt(np.clip(1.0 - dome**2, 0.0, 1.0)).astype(np.float32)
     above = zz[:, None, None] > _diaphragm_z(anat, yy, xx)[None]
     inside &= above
-    # Mediastinum: a band around the midline, narrow in front, wider behind and above the heart.
+    # Mediastinum: a band around the midline, narrow in front (the anterior junction), wider
+    # behind, and widest around the trachea and great vessels above the heart.
     front = np.clip((yy - (anat.cav_cy - anat.cav_ay)) / (2 * anat.cav_ay), 0.0, 1.0)
     half_w = anat.med_front + (anat.med_back - anat.med_front) * front[None, :]
-    superior = _smoothstep((zz - anat.carina_z + 30.0) / 50.0)[:, None]
-    half_w = half_w + 14.0 * superior * (1 - front[None, :])
+    superior = _smoothstep((zz - anat.heart[0][0]) / 40.0)[:, None]
+    middle = np.exp(-(((yy - anat.trachea_y + 10.0) / 35.0) ** 2))[None, :]
+    half_w = half_w + anat.med_middle * superior * middle
     # Around the ascending aorta (heart to arch) the front of the mediastinum is wider.
     hz = anat.heart[0][0]
     vessels = (_smoothstep((zz - hz) / 20.0) * (1 - _smoothstep((zz - anat.carina_z - 20.0) / 20.0)))[:, None]
     half_w = half_w + (anat.aorta_r + 6.0) * vessels * (1 - front[None, :])
     inside &= np.abs(xx[None, None, :] - anat.midline) > half_w[:, :, None]
-    inside &= ~_heart_mask(anat, zz, yy, xx)
-    inside &= ~_aorta_mask(anat, zz, yy, xx, margin=2.0)
+    organs = ((_heart_mask, _heart_box(anat, (zz, yy, xx))), (_aorta_mask, _aorta_box(anat, (zz, yy, xx), 2.0)))
+    for mask_fn, box in organs:  # each computed only in its own box
+        inside[box] &= ~mask_fn(anat, zz[box[0]], yy[box[1]], xx[box[2]], 2.0)
     # The spine and its posterior elements: the lungs fill the gutters on either side.
     r = anat.spine_r
     inside &= _ellipse_r2(yy, xx, anat.spine_y + r, anat.midline, 2 * r + 6, 1.1 * r + 6) >= 1.0
@@ -390,18 +429,43 @@ def _lung_envelope(anat: Anatomy, axes, spacing) -> np.ndarray:
     return env
 
 
-def _heart_mask(anat: Anatomy, z, y, x) -> np.ndarray:
+def _heart_box(anat: Anatomy, axes) -> tuple:
+    """Index box (on ``axes``) that holds the heart."""
+    (cz, cy, cx), (az, ay, ax) = anat.heart
+    return tuple(_index_range(a, c - r, c + r) for a, c, r in zip(axes, (cz, cy, cx), (az, ay, ax)))
+
+
+def _heart_mask(anat: Anatomy, z, y, x, margin: float = 0.0) -> np.ndarray:
+    """The heart: an ellipsoid resting on the left dome (``margin`` mm is ignored)."""
     (cz, cy, cx), (az, ay, ax) = anat.heart
     return ((z[:, None, None] - cz) / az) ** 2 + _ellipse_r2(y, x, cy, cx, ay, ax) < 1.0
+
+
+def _aorta_axes(anat: Anatomy):
+    """Height of the arch and the ``(y, x)`` of the ascending and descending aorta (mm)."""
+    hy = anat.heart[0][1]
+    ascending = np.array([hy - 5.0, anat.midline + 4.0])
+    return anat.carina_z + 12.0, ascending, np.array([anat.aorta_y, anat.aorta_x])
+
+
+def _aorta_box(anat: Anatomy, axes, margin: float = 0.0) -> tuple:
+    """Index box (on ``axes``) that holds the aorta grown by ``margin`` mm."""
+    arch_z, asc, desc = _aorta_axes(anat)
+    r = anat.aorta_r + margin
+    top = arch_z + np.linalg.norm(desc - asc) / 2 + r
+    lo, hi = np.minimum(asc, desc) - r, np.maximum(asc, desc) + r
+    return (
+        _index_range(axes[0], -np.inf, top),
+        _index_range(axes[1], lo[0], hi[0]),
+        _index_range(axes[2], lo[1], hi[1]),
+    )
 
 
 def _aorta_mask(anat: Anatomy, z, y, x, margin: float = 0.0) -> np.ndarray:
     """Ascending aorta, arch and descending aorta, as one boolean mask on the given axes."""
     r = anat.aorta_r + margin
-    (hz, hy, hx), (haz, _, _) = anat.heart
-    arch_z = anat.carina_z + 12.0
-    asc = np.array([hy - 5.0, anat.midline + 4.0])  # (y, x) of the ascending aorta
-    desc = np.array([anat.aorta_y, anat.aorta_x])
+    hz = anat.heart[0][0]
+    arch_z, asc, desc = _aorta_axes(anat)
     zz = z[:, None, None]
     tube_asc = (_ellipse_r2(y, x, asc[0], asc[1], r, r) < 1.0) & (zz > hz) & (zz <= arch_z)
     tube_desc = (_ellipse_r2(y, x, desc[0], desc[1], r, r) < 1.0) & (zz <= arch_z)
@@ -423,25 +487,30 @@ def _paint_body(anat: Anatomy, axes) -> np.ndarray:
     shape = (len(z), len(y), len(x))
     tissue = np.zeros(shape, dtype=np.uint8)
     bax, bay, bcy = _body_profile(anat, z)
-    r2 = _ellipse_r2(y, x, bcy, anat.midline * 0.5, bay, bax)
+    r2 = _ellipse_r2(y, x, bcy, anat.midline * 0.5, bay, bax, BODY_POWER)
     tissue[r2 < 1.0] = FAT
-    r2 = _ellipse_r2(y, x, bcy, anat.midline * 0.5, bay - anat.fat, bax - anat.fat)
+    r2 = _ellipse_r2(y, x, bcy, anat.midline * 0.5, bay - anat.fat, bax - anat.fat, BODY_POWER)
     tissue[r2 < 1.0] = MUSCLE
+    _paint_table(anat, axes, tissue)
     # Thoracic cavity (with its rib cage) in the chest's z range only.
     zs = _index_range(z, anat.z_bot - 80.0, anat.z_top + 30.0)
     zz = z[zs]
     cax, cay = _cavity_profile(anat, zz)
-    rc2 = _ellipse_r2(y, x, anat.cav_cy, anat.midline, cay, cax)
+    rc2 = _ellipse_r2(y, x, anat.cav_cy, anat.midline, cay, cax, CAVITY_POWER)
     sub = tissue[zs]
-    # Ribs: a shell just outside the cavity, cut into bands that descend towards the front.
-    shell = (rc2 >= 1.0) & (rc2 < 1.17)
+    # Ribs: a shell just outside the cavity, cut into bands that descend towards the front;
+    # cortical bone around a marrow core.
     phase = (zz[:, None] + anat.rib_slope * (y[None, :] - (anat.cav_cy + anat.cav_ay))) / anat.rib_pitch
-    band = (phase - np.floor(phase)) < 0.38
-    bony = band & (y[None, :] > anat.cav_cy - 0.75 * anat.cav_ay)  # costal cartilage in front
-    ribs_z = (zz > anat.z_bot - 20.0) & (zz < anat.z_top + 10.0)
-    sub[shell & bony[:, :, None] & ribs_z[:, None, None]] = BONE
+    phase -= np.floor(phase)
+    behind_cartilage = y[None, :] > anat.cav_cy - 0.75 * anat.cav_ay  # costal cartilage in front
+    ribs_z = ((zz > anat.z_bot - 20.0) & (zz < anat.z_top + 10.0))[:, None]
+    rib = ((phase < 0.36) & behind_cartilage & ribs_z)[:, :, None] & (rc2 >= 1.02) & (rc2 < 1.14)
+    sub[rib] = BONE
+    core_band = (phase > 0.07) & (phase < 0.29) & behind_cartilage & ribs_z
+    core = core_band[:, :, None] & (rc2 >= 1.04) & (rc2 < 1.12)
+    sub[core] = MARROW
     cavity = rc2 < 1.0
-    sub[cavity] = SOFT
+    sub[cavity] = FAT  # mediastinal fat; organs are painted into it below
     # Sternum: a bony plate at the front of the chest.
     ys = _index_range(y, anat.cav_cy - anat.cav_ay - 14.0, anat.cav_cy - anat.cav_ay + 2.0)
     xs = _index_range(x, anat.midline - 14.0, anat.midline + 14.0)
@@ -451,9 +520,40 @@ def _paint_body(anat: Anatomy, axes) -> np.ndarray:
     # Liver and abdomen below the diaphragm (inside the cavity's outline).
     below = zz[:, None, None] <= _diaphragm_z(anat, y, x)[None]
     sub[cavity & below] = LIVER
+    _paint_stomach(anat, (zz, y, x), sub)
     _paint_mediastinum(anat, (zz, y, x), sub)
     _paint_spine(anat, axes, tissue)
     return tissue
+
+
+def _paint_table(anat: Anatomy, axes, tissue: np.ndarray) -> None:
+    """The patient table behind the body: two thin curved shells (outside the body only)."""
+    z, y, x = axes
+    back = anat.body_cy + anat.body_ay + 4.0
+    ys = _index_range(y, back - 40.0, back + 60.0)
+    if ys.stop <= ys.start:
+        return
+    curve = back - 0.0009 * (x - anat.midline) ** 2  # the table curves up at its sides
+    depth = y[ys][:, None] - curve[None, :]
+    thick = max(3.0, 1.01 * float(y[1] - y[0]))  # at least one voxel, so coarse grids show it whole
+    shells = ((depth >= 0) & (depth < thick)) | ((depth >= 45.0) & (depth < 45.0 + thick))
+    sub = tissue[:, ys]
+    np.copyto(sub, np.uint8(TABLE), where=shells[None] & (sub == AIR))
+
+
+def _paint_stomach(anat: Anatomy, axes, tissue: np.ndarray) -> None:
+    """The stomach under the left dome, with a gas cap at its front (the patient lies supine)."""
+    if anat.stomach is None:
+        return
+    z, y, x = axes
+    (cz, cy, cx), (az, ay, ax) = anat.stomach
+    zs, ys, xs = (_index_range(a, c - r, c + r) for a, c, r in zip(axes, (cz, cy, cx), (az, ay, ax)))
+    sub = tissue[zs, ys, xs]
+    inside = ((z[zs][:, None, None] - cz) / az) ** 2 + _ellipse_r2(y[ys], x[xs], cy, cx, ay, ax) < 1.0
+    inside &= sub == LIVER
+    sub[inside] = SOFT
+    gas = inside & (y[ys] < cy - 0.3 * ay)[None, :, None]
+    sub[gas] = AIR
 
 
 def _paint_mediastinum(anat: Anatomy, axes, tissue: np.ndarray) -> None:
@@ -465,10 +565,9 @@ def _paint_mediastinum(anat: Anatomy, axes, tissue: np.ndarray) -> None:
     xs = _index_range(x, cx - ax, cx + ax)
     sub = tissue[zs, ys, xs]
     sub[_heart_mask(anat, z[zs], y[ys], x[xs])] = BLOOD
-    ys = _index_range(y, cy - ay, anat.aorta_y + anat.aorta_r)
-    xs = _index_range(x, anat.midline - 60.0, anat.aorta_x + anat.aorta_r)
-    sub = tissue[:, ys, xs]
-    sub[_aorta_mask(anat, z, y[ys], x[xs])] = BLOOD
+    zs, ys, xs = _aorta_box(anat, axes)
+    sub = tissue[zs, ys, xs]
+    sub[_aorta_mask(anat, z[zs], y[ys], x[xs])] = BLOOD
 
 
 def _paint_spine(anat: Anatomy, axes, tissue: np.ndarray) -> None:
@@ -547,12 +646,14 @@ def _coverage(distance, radius, blur) -> np.ndarray:
 
 
 def _paint_tube(hu, where, axes, a, b, radius, value, blur) -> None:
-    """Blend a tube of HU ``value`` into ``hu`` (in place) where the boolean ``where`` holds."""
+    """Blend a tube of HU ``value`` into ``hu`` (in place) where the boolean ``where`` holds
+    (everywhere when ``where`` is None)."""
     box = _capsule_box(axes, a, b, radius + blur)
     if any(s.stop <= s.start for s in box):
         return
     cover = _coverage(_capsule_distance(axes, box, a, b), radius, blur)
-    cover *= where[box]
+    if where is not None:
+        cover *= where[box]
     sub = hu[box]
     sub += (value - sub) * cover
 
@@ -562,7 +663,7 @@ def _paint_tube(hu, where, axes, a, b, radius, value, blur) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def _grow_tree(rng, start, points, radius, n_total, min_points, out, depth=0):
+def _grow_tree(rng, start, points, radius, min_points, out, depth=0):
     """Recursive halving tree; appends ``(start, end, radius)`` segments (mm) to ``out``."""
     centroid = points.mean(axis=0)
     n = len(points)
@@ -575,7 +676,7 @@ def _grow_tree(rng, start, points, radius, n_total, min_points, out, depth=0):
     # Split across the points' longest direction (power iteration on the covariance).
     axis = centred[rng.integers(n)] + 1e-3
     cov = centred.T @ centred
-    for _ in range(8):
+    for _ in range(4):
         axis = cov @ axis
         axis /= np.linalg.norm(axis) + 1e-12
     proj = centred @ axis
@@ -583,10 +684,12 @@ def _grow_tree(rng, start, points, radius, n_total, min_points, out, depth=0):
     for half in (points[proj <= cut], points[proj > cut]):
         if len(half):
             child_r = radius * (len(half) / n) ** (1 / 3)
-            _grow_tree(rng, end, half, child_r, n_total, min_points, out, depth + 1)
+            _grow_tree(rng, end, half, child_r, min_points, out, depth + 1)
 
 
-def vessel_segments(rng, env_points_mm: np.ndarray, hilum, root_radius: float, n_points: int = 400):
+def vessel_segments(
+    rng, env_points_mm: np.ndarray, hilum, root_radius: float, n_points: int = 400, trunk=None
+) -> list[tuple]:
     """Segments ``(start, end, radius)`` of one lung's vessel tree, grown from ``hilum``.
 
     Parameters
@@ -600,11 +703,14 @@ def vessel_segments(rng, env_points_mm: np.ndarray, hilum, root_radius: float, n
         Radius (mm) of the root segment.
     n_points : int
         Number of target points: the tree has about ``2 * n_points`` segments.
+    trunk : array-like, optional
+        A point in the mediastinum; the root segment then runs from it to the hilum.
     """
     pick = rng.choice(len(env_points_mm), size=min(n_points, len(env_points_mm)), replace=False)
     points = env_points_mm[pick] + rng.uniform(-1.0, 1.0, (len(pick), 3))
-    out = []
-    _grow_tree(rng, np.asarray(hilum, dtype=np.float64), points, root_radius, len(points), 1, out)
+    hilum = np.asarray(hilum, dtype=np.float64)
+    out = [] if trunk is None else [(np.asarray(trunk, dtype=np.float64), hilum, root_radius)]
+    _grow_tree(rng, hilum, points, root_radius, 1, out)
     return out
 
 
@@ -648,8 +754,12 @@ def _candidates(ctx: _Context, allowed: tuple, radius: float, avoid=(), fit=1.0)
     (``(centre index, radius mm)``)."""
     # The coarse grid can miss outside voxels that lie up to half a coarse step closer.
     safety = 0.5 * float(np.linalg.norm([(c - 1) * s for c, s in zip(ctx.coarse_step, ctx.spacing)]))
-    ok = ctx.coarse_dist > fit * radius + safety
-    idx = np.argwhere(ok) * np.array(ctx.coarse_step)
+    step = np.array(ctx.coarse_step)
+    # Only the coarse voxels of the allowed box.
+    lo = [-(-sl.start // k) for sl, k in zip(allowed, step)]
+    hi = [max(a, -(-sl.stop // k)) for a, sl, k in zip(lo, allowed, step)]
+    block = ctx.coarse_dist[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    idx = (np.argwhere(block > fit * radius + safety) + np.array(lo)) * step
     if len(idx) == 0:
         return idx
     keep = np.ones(len(idx), dtype=bool)
@@ -704,16 +814,16 @@ def _unit(rng):
 def _plan_cavity(rng, ctx, allowed, with_ball) -> dict:
     """Draw a cavity's size, shape and place (mm sizes, voxel centre); nothing is painted."""
     h, size = ctx.h, ctx.size
-    wall = max(rng.uniform(2.0, 6.0) * size, h)
-    lumen = max(rng.uniform(6.0, 15.0) * size, (2.0 if with_ball else 1.2) * h)
-    wobble = 0.15
+    wall = max(rng.uniform(2.0, 7.0) * size, h)
+    lumen = max(rng.uniform(5.0, 13.0) * size, (2.0 if with_ball else 1.2) * h)
+    wobble = 0.2 if with_ball else 0.35  # a fungus ball needs a roomy, rounder lumen
     reach = lumen * (1 + wobble) + 1.6 * wall
     min_reach = (2.0 if with_ball else 1.2) * h * (1 + wobble) + 1.6 * h
     centre, got = _place(rng, ctx, allowed, reach, min(reach, max(min_reach, 0.6 * reach)), what="cavity")
     scale = got / reach
     plan = {
         "centre": centre, "reach": got, "lumen": lumen * scale, "wall": wall * scale, "wobble": wobble,
-        "dirs": (_unit(rng), _unit(rng), _unit(rng)), "ball": None,
+        "field_seed": int(rng.integers(2**31)), "ball": None,
     }
     if with_ball:
         plan["ball"] = max(rng.uniform(0.5, 0.75) * plan["lumen"], 0.8 * h)
@@ -724,14 +834,14 @@ def _paint_cavity(plan, rng, ctx, hu, signs, allowed, details) -> None:
     """Paint a planned cavity (lumen, wall of varying thickness, optional fungus ball)."""
     lumen, wall, wobble = plan["lumen"], plan["wall"], plan["wobble"]
     box, (oz, oy, ox) = _local_axes(ctx, plan["centre"], plan["reach"], allowed)
-    r = np.sqrt(oz[:, None, None] ** 2 + oy[None, :, None] ** 2 + ox[None, None, :] ** 2) + 1e-6
-
-    def cos(u):
-        return (oz[:, None, None] * u[0] + oy[None, :, None] * u[1] + ox[None, None, :] * u[2]) / r
-
-    u1, u2, u3 = plan["dirs"]
-    lumen_r = lumen * (1 + wobble * (0.6 * cos(u1) + 0.4 * (cos(u2) ** 2 - 1 / 3)))
-    wall_r = lumen_r + wall * (1 + 0.6 * cos(u3))
+    r = np.sqrt(oz[:, None, None] ** 2 + oy[None, :, None] ** 2 + ox[None, None, :] ** 2)
+    # Irregular (lobulated) lumen and a wall whose thickness varies from 0.4 to 1.6 times its
+    # mean: two smooth random fields of about half the lumen's radius, each within [-1, 1].
+    field_rng = np.random.default_rng(plan["field_seed"])
+    sigma = [max(0.7, 0.4 * lumen / s) for s in ctx.spacing]
+    shape_field, wall_field = (_unit_field(field_rng, r.shape, sigma) for _ in range(2))
+    lumen_r = lumen * (1 + wobble * shape_field)
+    wall_r = lumen_r + wall * (1 + 0.6 * wall_field)
     inside = ctx.env[box]
     in_lumen = (r < lumen_r) & inside
     in_wall = (r < wall_r) & inside & ~in_lumen
@@ -744,16 +854,36 @@ def _paint_cavity(plan, rng, ctx, hu, signs, allowed, details) -> None:
             "wall_mm": round(float(wall), 1)}
     if plan["ball"] is not None:
         ball = plan["ball"]
-        # Resting on the dependent (posterior, +y) side of the lumen; the ball's centre is put on
-        # a voxel centre so that even a one-voxel ball is drawn.
-        back = np.floor(max(0.0, lumen * (1 - wobble) - ball) / ctx.spacing[1]) * ctx.spacing[1]
-        d2 = oz[:, None, None] ** 2 + (oy[None, :, None] - back) ** 2 + ox[None, None, :] ** 2
+        # Resting on the dependent (posterior, +y) side of the lumen: its centre sits on the
+        # lumen's axis behind the cavity's centre, close enough to the wall that the ball is
+        # flattened against it.
+        # The ball spans at most 80 % of the lumen's depth there, leaving the air crescent in front.
+        # Its centre lies above the lumen's most posterior voxel (the one nearest the cavity's
+        # axis among equals), 0.85 ball radii in front of it, so the ball always holds it.
+        lumen_idx = np.argwhere(in_lumen)
+        deepest_y = lumen_idx[:, 1].max()
+        candidates = lumen_idx[lumen_idx[:, 1] == deepest_y]
+        iz, iy, ix = candidates[np.argmin(oz[candidates[:, 0]] ** 2 + ox[candidates[:, 2]] ** 2)]
+        column = in_lumen[iz, :, ix]
+        depth = float(oy[column].max() - oy[column].min()) + ctx.spacing[1]
+        ball = max(min(ball, 0.4 * depth), 0.8 * ctx.h)
+        bz, by, bx = oz[iz], oy[iy] - 0.85 * ball, ox[ix]
+        d2 = (oz[:, None, None] - bz) ** 2 + (oy[None, :, None] - by) ** 2 + (ox[None, None, :] - bx) ** 2
         in_ball = (d2 < ball**2) & in_lumen
+        # A mottled ball with a few small air pockets (the "sponge" look of an aspergilloma).
         mottle = 15.0 * rng.standard_normal(int(in_ball.sum()))
-        sub_hu[in_ball] = _lesion_hu(ctx, _SOFT_SIGN_HU["ball"] + mottle)
+        pockets = rng.random(int(in_ball.sum())) < 0.06
+        sub_hu[in_ball] = np.where(pockets, -700.0, _lesion_hu(ctx, _SOFT_SIGN_HU["ball"] + mottle))
         sub_signs[in_ball] = SIGN_CODES["fungus_ball"]
         info["ball_mm"] = round(float(ball), 1)
     details.append(("cavity", info))
+
+
+def _unit_field(rng, shape, sigma) -> np.ndarray:
+    """A smooth random field on a small box, scaled to about [-1, 1] (clipped there)."""
+    field = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma, mode="nearest")
+    field /= 2.0 * field.std() + 1e-6
+    return np.clip(field, -1.0, 1.0)
 
 
 def _lesion_hu(ctx, value):
@@ -764,7 +894,7 @@ def _lesion_hu(ctx, value):
 def _blob(rng, offs, radius, h):
     """An irregular blob of about ``radius`` mm on the local offsets ``offs`` (boolean)."""
     oz, oy, ox = offs
-    r2 = ((oz[:, None, None] / 1.0) ** 2 + (oy[None, :, None] / 0.9) ** 2 + (ox[None, None, :] / 1.1) ** 2) / radius**2
+    r2 = (oz[:, None, None] ** 2 + (oy[None, :, None] / 0.9) ** 2 + (ox[None, None, :] / 1.1) ** 2) / radius**2
     shape = r2.shape
     sigma = max(1.0, 0.3 * radius / h)
     rough = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
@@ -781,8 +911,9 @@ def _plant_preexisting(rng, ctx, hu, signs, allowed, kind, avoid, details):
     sub_hu, sub_signs = hu[box], signs[box]
     n = int(blob.sum())
     if kind == "emphysema":
-        holes = rng.random(n) < 0.35
-        sub_hu[blob] = _lesion_hu(ctx, np.where(holes, -990.0, -950.0 + 10 * rng.standard_normal(n)))
+        # Emphysema: low attenuation with clustered holes a few mm across (no walls).
+        holes = _unit_field(rng, blob.shape, [max(0.7, 1.5 / s) for s in ctx.spacing])[blob] > 0.25
+        sub_hu[blob] = _lesion_hu(ctx, np.where(holes, -990.0, -945.0 + 10 * rng.standard_normal(n)))
         truth = blob
     elif kind == "consolidation":
         values = _lesion_hu(ctx, 20.0 + 12.0 * rng.standard_normal(n))
@@ -819,7 +950,8 @@ def _plant_preexisting(rng, ctx, hu, signs, allowed, kind, avoid, details):
             truth = blob
             sub_hu[blob] = -1000.0
     sub_signs[truth] = SIGN_CODES["preexisting"]
-    details.append(("preexisting", {"kind": kind, "centre": [int(c) for c in centre], "radius_mm": round(float(radius), 1)}))
+    info = {"kind": kind, "centre": [int(c) for c in centre], "radius_mm": round(float(radius), 1)}
+    details.append(("preexisting", info))
     return centre, radius
 
 
@@ -865,16 +997,19 @@ def _plant_rind(rng, ctx, hu, signs, allowed, upper, details):
     rind = env & (depth <= np.maximum(local_thick, 1.5 * h)) & near
     # Clip to the allowed part of the region.
     clip = np.zeros(env.shape, dtype=bool)
-    inner = tuple(
-        slice(max(a.start, b.start) - b.start, max(a.start, min(a.stop, b.stop)) - b.start) for a, b in zip(allowed, box)
-    )
-    clip[inner] = True
+    inner = []
+    for keep_sl, box_sl in zip(allowed, box):
+        lo = max(keep_sl.start, box_sl.start)
+        hi = max(lo, min(keep_sl.stop, box_sl.stop))
+        inner.append(slice(lo - box_sl.start, hi - box_sl.start))
+    clip[tuple(inner)] = True
     rind &= clip
     sub_hu, sub_signs = hu[box], signs[box]
     n = int(rind.sum())
     sub_hu[rind] = _lesion_hu(ctx, _SOFT_SIGN_HU["rind"] + 10.0 * rng.standard_normal(n))
     sub_signs[rind] = SIGN_CODES["pleural_thickening"]
-    details.append(("pleural_thickening", {"centre": [int(c) for c in anchor], "thickness_mm": round(float(thick), 1)}))
+    info = {"centre": [int(c) for c in anchor], "thickness_mm": round(float(thick), 1)}
+    details.append(("pleural_thickening", info))
 
 
 def _plant_signs(labels, seed, ctx, hu, signs, box) -> dict:
@@ -913,6 +1048,7 @@ def preexisting_kind(seed: int) -> str:
 
 
 def _check_labels(labels: Mapping[str, int]) -> dict:
+    labels = dict(labels.items())  # also takes a pandas Series (iterating one gives its values)
     unknown = sorted(set(labels) - set(LABEL_COLUMNS))
     if unknown:
         raise ValueError(f"unknown label column(s) {unknown}; expected some of {list(LABEL_COLUMNS)}")
@@ -937,8 +1073,9 @@ def make_phantom(
     shape=(216, 256, 256),
     spacing=(1.5, 1.4, 1.4),
     difficulty: float = 1.0,
-    noise_hu: float = 18.0,
-    n_vessel_points: int = 600,
+    noise_hu: float = 22.0,
+    blur_mm: float = 0.7,
+    n_vessel_points: int = 800,
 ) -> Phantom:
     """Generate a synthetic chest CT with its voxel-exact truth.
 
@@ -958,6 +1095,10 @@ def make_phantom(
         ``min(1, difficulty ** -0.5)`` and the noise by ``difficulty``.
     noise_hu : float
         Standard deviation of the scanner noise (HU) at difficulty 1.
+    blur_mm : float
+        Standard deviation (mm) of the scanner's point spread, applied before the noise (partial
+        volume at every edge); 0 turns it off. On grids coarser than about twice ``blur_mm`` it
+        has almost no effect.
     n_vessel_points : int
         Target points per lung of the vessel tree (about twice as many tube segments).
 
@@ -987,7 +1128,7 @@ def make_phantom(
     axes = grid_axes(shape, spacing)
     h = max(spacing)
 
-    env = _lung_envelope(anat, axes, spacing)
+    env = _lung_envelope(anat, axes)
     if not env.any():
         raise ValueError(f"the field of view {shape} x {spacing} mm does not contain the lungs")
     tissue = _paint_body(anat, axes)
@@ -998,9 +1139,9 @@ def make_phantom(
     # Parenchyma: texture and the gravity gradient (denser towards the back), lung only.
     tex_rng = np.random.default_rng([seed, 3])
     box = lung_box(env)
-    tex = smooth_field(tex_rng, shape, spacing, 14.0)[box]
-    gradient = 35.0 * (axes[1][box[1]] - anat.cav_cy) / anat.cav_ay
-    tex *= 14.0
+    tex = smooth_field(tex_rng, tuple(s.stop - s.start for s in box), spacing, 14.0)
+    gradient = 30.0 * (axes[1][box[1]] - anat.cav_cy) / anat.cav_ay
+    tex *= 18.0
     tex += gradient[None, :, None]
     sub = hu[box]
     sub += np.where(lung[box], tex, 0.0)
@@ -1009,16 +1150,17 @@ def make_phantom(
     # Airways and vessels.
     # The trees are grown on a fixed 5 mm lattice, so they are the same on every grid.
     lattice = _lattice_axes(anat, 5.0)
-    lattice_env = _lung_envelope(anat, lattice, (5.0, 5.0, 5.0))
+    lattice_env = _lung_envelope(anat, lattice)
     hila = _hila(anat, lattice_env, lattice)
     for a, b, r, wall in _airway_tubes(anat, hila):
-        everywhere = np.ones_like(lung)
-        _paint_tube(hu, everywhere, axes, a, b, r + wall, 30.0, h)
-        _paint_tube(hu, everywhere, axes, a, b, r, -1000.0, h)
+        _paint_tube(hu, None, axes, a, b, r + wall, 30.0, h)
+        _paint_tube(hu, None, axes, a, b, r, -1000.0, h)
     vessel_rng = np.random.default_rng([seed, 4])
     for value, hilum in zip((LUNG_RIGHT, LUNG_LEFT), hila):
         pts = _lung_points(lattice_env, lattice, value)
-        segments = vessel_segments(vessel_rng, pts, hilum, 0.55 * anat.aorta_r, n_vessel_points)
+        side = -1 if value == LUNG_RIGHT else 1
+        trunk = (anat.carina_z - 15.0, anat.trachea_y - 10.0, anat.midline + side * 8.0)
+        segments = vessel_segments(vessel_rng, pts, hilum, 0.55 * anat.aorta_r, n_vessel_points, trunk)
         for a, b, r in segments:
             if r < 0.2 * h:  # far below the voxel size: would not change any voxel visibly
                 continue
@@ -1032,14 +1174,15 @@ def make_phantom(
     size = difficulty**-0.5
     details = {"preexisting_kind": preexisting_kind(seed), "signs": {}}
     if any(labels.values()):
-        step = tuple(max(1, int(round(4.0 / s))) for s in spacing)
+        step = tuple(max(1, int(round(5.0 / s))) for s in spacing)
         coarse = lung[:: step[0], :: step[1], :: step[2]]
-        coarse_dist = ndimage.distance_transform_edt(
-            np.pad(coarse, 1), sampling=[c * s for c, s in zip(step, spacing)]
-        )[1:-1, 1:-1, 1:-1]
+        # Distance to the nearest non-lung voxel; where the FOV cuts a lung, its border is not a
+        # pleural surface (the distance transform does not count the array's edge as outside).
+        coarse_dist = ndimage.distance_transform_edt(coarse, sampling=[c * s for c, s in zip(step, spacing)])
         ctx = _Context(axes, spacing, lung, step, coarse_dist, h, size, min(1.0, size), anat.midline)
         details = _plant_signs(labels, seed, ctx, hu, signs, box)
 
+    hu = _blur(hu, spacing, blur_mm)
     noise_rng = np.random.default_rng([seed, 5])
     _add_noise(hu, noise_rng, noise_hu * difficulty)
     np.rint(hu, out=hu)
@@ -1059,6 +1202,24 @@ def make_phantom(
         tissue=Volume(tissue, spacing, origin),
         details=details,
     )
+
+
+def _blur(hu, spacing, sigma_mm):
+    """Separable 3-tap blur with a standard deviation of ``sigma_mm`` (where it is resolvable).
+
+    A kernel ``[w, 1 - 2w, w]`` has variance ``2w`` voxels squared, so ``w = (sigma / step) ** 2 / 2``
+    (at most 0.25); axes where ``w`` is below 0.01 are left alone.
+    """
+    if sigma_mm <= 0:
+        return hu
+    out = np.empty_like(hu)
+    for axis, step in enumerate(spacing):
+        w = min(0.25, 0.5 * (sigma_mm / step) ** 2)
+        if w < 0.01:
+            continue
+        ndimage.correlate1d(hu, [w, 1 - 2 * w, w], axis=axis, output=out, mode="nearest")
+        hu, out = out, hu
+    return hu
 
 
 def _add_noise(hu, rng, sigma):

@@ -47,7 +47,7 @@ Image orientation (row 0 at the top, as ``imshow`` draws it; radiological conven
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -353,9 +353,12 @@ def _slab_depth(shape: tuple[int, int, int], target_voxels: int = 1 << 17) -> in
 class _Workspace:
     """Per-thread buffers of one slab, and the ray sums of one rotation.
 
-    Ray sums per channel (conservative, then each window) and per quantity (HU sum, voxel
-    count): ``z`` ``(C, 2, 3, ny, nx)`` per z third, ``y`` ``(C, 2, nz, nx)``, ``x``
-    ``(C, 2, nz, ny, 2)`` per x half (see :func:`_block_sums`).
+    Per channel ``c`` (conservative, then each window): HU sums ``sum_*[c]`` (float32) and voxel
+    counts ``count_*[c]`` (integers, summed as such: cheaper than float masks) along each axis,
+    per sub-region block: ``*_z`` ``(3, ny, nx)`` one per z third, ``*_y`` ``(nz, nx)`` (y is
+    never cut), ``*_x`` ``(nz, ny, 2)`` one per x half. Whole-scan sums are these summed over the
+    thirds / halves; block images are slices of them (:func:`_whole_images`,
+    :func:`_region_images`).
     """
 
     def __init__(self, shape: tuple[int, int, int], n_channels: int):
@@ -369,11 +372,23 @@ class _Workspace:
         self.code = np.empty(size, dtype=np.uint8)
         self.bits = np.empty(size, dtype=np.uint8)
         self.flag = np.empty(size, dtype=bool)
-        self.pair = np.empty((2, self.slab, ny, nx), dtype=np.float32)  # (HU * mask, mask)
-        self.z_part = np.empty((2, ny, nx), dtype=np.float32)
-        self.z = np.zeros((n_channels, 2, 3, ny, nx), dtype=np.float32)
-        self.y = np.zeros((n_channels, 2, nz, nx), dtype=np.float32)
-        self.x = np.zeros((n_channels, 2, nz, ny, 2), dtype=np.float32)
+        self.weighted = np.empty(size, dtype=np.float32)
+        self.part = np.empty((ny, nx), dtype=np.float32)
+        self.part_count = np.empty((ny, nx), dtype=np.uint16)
+        self.sum_z = np.zeros((n_channels, 3, ny, nx), dtype=np.float32)
+        self.sum_y = np.zeros((n_channels, nz, nx), dtype=np.float32)
+        self.sum_x = np.zeros((n_channels, nz, ny, 2), dtype=np.float32)
+        self.count_z = np.zeros((n_channels, 3, ny, nx), dtype=np.uint16)
+        self.count_y = np.zeros((n_channels, nz, nx), dtype=np.uint16)
+        self.count_x = np.zeros((n_channels, nz, ny, 2), dtype=np.uint16)
+
+    def sums(self, c: int):
+        """``(sum_z, sum_y, sum_x)`` of channel ``c``."""
+        return self.sum_z[c], self.sum_y[c], self.sum_x[c]
+
+    def counts(self, c: int):
+        """``(count_z, count_y, count_x)`` of channel ``c`` as float32."""
+        return tuple(a[c].astype(np.float32) for a in (self.count_z, self.count_y, self.count_x))
 
 
 def _rotation_sums(ws: _Workspace, packed: np.ndarray, index_map: np.ndarray, channel_codes, with_truth: bool):
@@ -384,12 +399,13 @@ def _rotation_sums(ws: _Workspace, packed: np.ndarray, index_map: np.ndarray, ch
     """
     nz, ny, nx = ws.shape
     plane, third, slab = ny * nx, nz // 3, ws.slab
-    ws.z[:] = 0
-    pair_flat = ws.pair.reshape(2, -1)
-    pair_halves = ws.pair.reshape(2, slab, ny, 2, nx // 2)
+    ws.sum_z[:] = 0
+    ws.count_z[:] = 0
+    weighted = ws.weighted.reshape(slab, ny, nx)
+    flag = ws.flag.view(np.uint8).reshape(slab, ny, nx)
     hits, signs = [], []
     for z0 in range(0, nz, slab):
-        start = z0 * plane
+        start, rows = z0 * plane, slice(z0, z0 + slab)
         np.take(packed, index_map[start : start + slab * plane], out=ws.packed, mode="clip")
         np.right_shift(ws.packed, 7, out=ws.work)  # HU = packed // 128
         np.copyto(ws.hu, ws.work, casting="unsafe")
@@ -399,12 +415,15 @@ def _rotation_sums(ws: _Workspace, packed: np.ndarray, index_map: np.ndarray, ch
         for c, (bits, value) in enumerate(channel_codes):
             np.bitwise_and(ws.code, bits, out=ws.bits)
             np.equal(ws.bits, value, out=ws.flag)
-            np.copyto(pair_flat[1], ws.flag)
-            np.multiply(ws.hu, pair_flat[1], out=pair_flat[0])
-            np.sum(ws.pair, axis=1, out=ws.z_part)
-            ws.z[c, :, t] += ws.z_part
-            np.sum(ws.pair, axis=2, out=ws.y[c, :, z0 : z0 + slab])
-            np.sum(pair_halves, axis=-1, out=ws.x[c, :, z0 : z0 + slab])
+            np.multiply(ws.hu, ws.flag, out=ws.weighted)
+            np.sum(weighted, axis=0, out=ws.part)
+            ws.sum_z[c, t] += ws.part
+            np.sum(weighted, axis=1, out=ws.sum_y[c, rows])
+            np.sum(weighted.reshape(slab, ny, 2, nx // 2), axis=-1, out=ws.sum_x[c, rows])
+            np.sum(flag, axis=0, dtype=np.uint16, out=ws.part_count)
+            ws.count_z[c, t] += ws.part_count
+            np.sum(flag, axis=1, dtype=np.uint16, out=ws.count_y[c, rows])
+            np.sum(flag.reshape(slab, ny, 2, nx // 2), axis=-1, dtype=np.uint16, out=ws.count_x[c, rows])
         if with_truth:
             hit = np.flatnonzero(ws.code >= (1 << _SIGN_SHIFT))
             hits.append(hit + start)
@@ -412,20 +431,6 @@ def _rotation_sums(ws: _Workspace, packed: np.ndarray, index_map: np.ndarray, ch
     if not with_truth:
         return np.empty(0, dtype=np.intp), np.empty(0, dtype=np.uint8)
     return np.concatenate(hits), np.concatenate(signs)
-
-
-def _block_sums(volumes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ray sums per sub-region block, for the leading-axis stack ``volumes (..., nz, ny, nx)``.
-
-    Returns ``(along_z, along_y, along_x)`` with shapes ``(..., 3, ny, nx)`` (one per z third),
-    ``(..., nz, nx)`` (y is never cut) and ``(..., nz, ny, 2)`` (one per x half). Whole-scan
-    sums are these summed over the thirds / halves; block images are slices of them.
-    """
-    *lead, nz, ny, nx = volumes.shape
-    z = volumes.reshape(*lead, 3, nz // 3, ny, nx).sum(axis=-3)
-    y = volumes.sum(axis=-2)
-    x = volumes.reshape(*lead, nz, ny, 2, nx // 2).sum(axis=-1)
-    return z, y, x
 
 
 def _whole_images(z: np.ndarray, y: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -471,20 +476,20 @@ def _channel_codes(n_windows: int) -> list[tuple[int, int]]:
 def _rotation_images(ws: _Workspace, params: ProjectionParams):
     """Whole-scan and sub-region images from the ray sums held in ``ws``."""
     lo, hi = params.whole_hu_range
-    s_whole = _whole_images(ws.z[0, 0], ws.y[0, 0], ws.x[0, 0])
-    n_whole = _whole_images(ws.z[0, 1], ws.y[0, 1], ws.x[0, 1])
+    s_whole, n_whole = _whole_images(*ws.sums(0)), _whole_images(*ws.counts(0))
     whole = {a: _mean_image(s_whole[a], n_whole[a], lo, hi) for a in AXES}
 
-    s_win = _region_images(ws.z[1:, 0], ws.y[1:, 0], ws.x[1:, 0])  # (W, 6, H, W') per axis
-    n_win = _region_images(ws.z[1:, 1], ws.y[1:, 1], ws.x[1:, 1])
+    windows = range(1, len(params.windows) + 1)
+    s_win = [_region_images(*ws.sums(c)) for c in windows]  # per window: axis -> (6, H, W)
+    n_win = [_region_images(*ws.counts(c)) for c in windows]
     regions = {}
     for axis in AXES:
         channels = []
-        n_any = n_win[axis].sum(axis=0)
-        for k, (lo_w, hi_w) in enumerate(params.windows):
-            mean = _mean_image(s_win[axis][k], n_win[axis][k], lo_w, hi_w)
+        n_any = sum(n[axis] for n in n_win)
+        for (lo_w, hi_w), s, n in zip(params.windows, s_win, n_win):
+            mean = _mean_image(s[axis], n[axis], lo_w, hi_w)
             if params.statistic == "weighted":
-                mean *= np.divide(n_win[axis][k], n_any, out=np.zeros_like(mean), where=n_any > 0)
+                mean *= np.divide(n[axis], n_any, out=np.zeros_like(mean), where=n_any > 0)
             channels.append(mean)
         regions[axis] = np.stack(channels, axis=-1)
     return whole, regions
@@ -538,6 +543,7 @@ def project_scan(scan: GridScan, params: ProjectionParams, n_threads: int = 1) -
     n_threads = max(1, int(n_threads))
     rotations = params.rotations
     maps = augment.rotation_index_maps(shape, params.angles, n_threads=n_threads)
+    scan = replace(scan, hu=np.rint(scan.hu))  # whole HU: windows are decided on what is stored
     packed = _pack(scan.hu, pack_codes(scan, params.windows))
     has_truth = scan.signs is not None
 
@@ -590,6 +596,51 @@ def project_volume(
     """:func:`to_grid` then :func:`project_scan`: a scan's images from its volumes."""
     scan = to_grid(ct, conservative, refined, signs, params.grid_shape)
     return scan, project_scan(scan, params, n_threads=n_threads)
+
+
+def reference_images(scan: GridScan, params: ProjectionParams) -> ScanImages:
+    """The images of the unrotated ``scan`` computed the plain way, with numpy masked arrays.
+
+    A slow, obviously-correct reference for the tests and the benchmark: each image is a masked
+    mean along an axis of a region's block (no packing, no slabs, no block-sum assembly). HU are
+    rounded as in :func:`project_scan`.
+    """
+    hu = np.rint(scan.hu).astype(np.float64)
+    windows = window_index(hu, params.windows)
+    blocks = region_slices(hu.shape)
+
+    def image(volume, mask, axis):
+        sums = np.ma.masked_array(volume, ~mask).sum(axis=axis).filled(0.0)
+        counts = mask.sum(axis=axis)
+        return sums, counts
+
+    def orient(img, axis):  # display orientation: z reversed on coronal and sagittal images
+        return img if axis == 0 else img[::-1]
+
+    lo, hi = params.whole_hu_range
+    whole = {}
+    for name, axis in AXES.items():
+        s, n = image(hu, scan.conservative > 0, axis)
+        whole[name] = orient(_mean_image(s, n, lo, hi), axis)[None]
+    regions = {name: np.zeros((1, 6, *_block_image_shape(params.block_shape, axis), len(params.windows)),
+                              dtype=np.float32) for name, axis in AXES.items()}
+    for r, region in enumerate(REGIONS):
+        sl = blocks[region]
+        for name, axis in AXES.items():
+            counts = []
+            for k, (lo_w, hi_w) in enumerate(params.windows):
+                s, n = image(hu[sl], (scan.refined[sl] > 0) & (windows[sl] == k + 1), axis)
+                regions[name][0, r, ..., k] = orient(_mean_image(s, n, lo_w, hi_w), axis)
+                counts.append(orient(n, axis))
+            if params.statistic == "weighted":
+                total = np.sum(counts, axis=0)
+                for k, n in enumerate(counts):
+                    regions[name][0, r, ..., k] *= np.divide(n, total, out=np.zeros(n.shape), where=total > 0)
+    return ScanImages(rotations=np.zeros((1, 3), dtype=np.float32), whole=whole, regions=regions)
+
+
+def _block_image_shape(block_shape: tuple[int, int, int], axis: int) -> tuple[int, int]:
+    return tuple(n for a, n in enumerate(block_shape) if a != axis)
 
 
 def rgb(image: np.ndarray) -> np.ndarray:

@@ -15,9 +15,10 @@ Decisions
   radius below the voxel size does nothing). The paper's radii of 10 and 35 voxels were on
   ~0.7 mm slices: 7 mm and 24.5 mm here.
 * **Only the lungs' box is processed.** After the threshold, the work is cropped to the box of
-  the lung candidates plus the largest radius; the watershed floods only the band between the
-  markers (voxels beyond the band are already decided), which gives the same result as flooding
-  the whole box, much faster.
+  the lung candidates plus the largest radius. The watershed floods only the parts of the band
+  between the markers that touch the external marker or both lungs: every other voxel is decided
+  by the markers alone (beyond the band, or a vessel enclosed by one lung), so the result is the
+  same as flooding the whole box, much faster.
 
 Common first steps (:func:`lung_air`)
 -------------------------------------
@@ -26,17 +27,21 @@ Common first steps (:func:`lung_air`)
    (the room air and the scanner's out-of-field padding). Per slice rather than in 3-D because
    the trachea leaves the top of the volume: in 3-D the lungs would be "outside" through it.
 3. Keep the air spaces of at least ``min_lung_ml`` (the lungs, possibly joined by the airways).
-4. Remove the trachea and main bronchi: the trachea is found as a roundish air section near the
-   middle of the top slices; the airway lumen is grown from it in 3-D below ``airway_hu``
-   (-950 HU, lumen air, below aerated lung), tightened in 25 HU steps while it is larger than
-   ``max_airway_ml`` (a leak into the lung); its thick part (the opening by ``airway_core_mm``,
-   which drops the thin distal bronchi) plus ``airway_wall_mm`` of partial-volume wall is removed.
-   When no trachea is found (a scan starting below the carina) nothing is removed, with a warning.
-5. Right and left: when the largest air space crosses the midline (the lungs touch at the
-   anterior junction, or are joined by airways that were not removed) it is split by eroding it
-   until it falls apart into two side-by-side cores (depth up to ``max_split_mm``); each of its
-   voxels goes to the nearer core. Otherwise the second lung is the largest other air space
-   beside the first. The part with the lower ``x`` is the patient's right lung.
+4. Remove the trachea and main bronchi: the trachea is found as an air section of 30-900 mm²
+   within 30 mm of the middle of the lungs, in the highest slice that shows one; the airway
+   lumen is grown from it in 3-D below a lumen threshold that starts at ``airway_hu`` (-800 HU)
+   and is lowered in 25 HU steps while the lumen is larger than ``max_airway_ml`` (it leaked into
+   the lung; real lumens read from -1000 to -850 HU depending on the kernel and the slice
+   thickness). The lumen's thick part (its opening by ``airway_core_mm``, which drops the thin
+   distal bronchi and thin leaks) is removed with ``airway_wall_mm`` of partial-volume wall.
+   When no trachea is found (a scan starting below the carina) or every threshold leaks,
+   nothing is removed, with a warning.
+5. Right and left: the midline is the middle of the air spaces' left-right extent. When the
+   largest air space lies on both sides of it (the lungs touch at the anterior junction, or are
+   joined by airways that were not removed) it is split by eroding it until it falls apart into
+   two cores on either side of the midline (depth up to ``max_split_mm``); each of its voxels
+   goes to the nearer core. Otherwise the second lung is the largest other air space on the
+   other side. The lung at lower ``x`` is the patient's right lung.
 
 Conservative mask (:func:`conservative_mask`)
 ---------------------------------------------
@@ -58,6 +63,12 @@ Refined mask (:func:`refined_mask`, :func:`refined_steps`)
    difference (the black top-hat of the mask) is added back: juxta-pleural nodules, pleural
    thickening and the soft tissue of cavities at the lung surface that the watershed left out.
 6. Each lung's remaining holes are filled in 3-D (cavity walls and fungus balls inside the lung).
+7. Optionally (``rim_mm`` > 0, not in the paper, off by default) a margin around each lung.
+
+What the refined mask cannot see: a smooth pleural rind as dense as the chest wall behind it
+(in the phantoms, an apical cap of +25 HU on +30..45 HU tissue). It makes no edge the watershed
+could follow and, on a convex surface, no concavity the top-hat could fill; only the parts at
+its border are taken in. A margin (``rim_mm``) takes it in at the price of a shell of chest wall.
 
 Nothing of either mask is outside the body (it is clipped to the voxels that are not outside air).
 """
@@ -73,11 +84,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
+from tqdm.auto import tqdm
 
-from .regions import LUNG_LEFT, LUNG_RIGHT
+from .cache import atomic_dir, write_json
+from .metrics import dice, inside_share, per_label_dice, per_label_inside_share, volume_ml
+from .regions import CAVITY_LUMEN, LUNG_LEFT, LUNG_RIGHT, SIGN_CODES
 from .volume import Volume, read_volume, write_volume
 
 Box = tuple[slice, slice, slice]
@@ -85,7 +100,7 @@ Box = tuple[slice, slice, slice]
 #: Parameters shared by both masks (the lung air of :func:`lung_air`) and their defaults.
 AIR_DEFAULTS = {
     "threshold_hu": -570.0,
-    "airway_hu": -950.0,
+    "airway_hu": -800.0,
     "max_airway_ml": 300.0,
     "airway_core_mm": 3.0,
     "airway_wall_mm": 2.0,
@@ -95,7 +110,7 @@ AIR_DEFAULTS = {
 #: Parameters of the conservative mask only.
 CONSERVATIVE_DEFAULTS = {"closing_mm": 3.0, "opening_mm": 2.0}
 #: Parameters of the refined mask only.
-REFINED_DEFAULTS = {"inner_mm": 7.0, "outer_mm": 24.5, "tophat_mm": 24.5}
+REFINED_DEFAULTS = {"inner_mm": 7.0, "outer_mm": 24.5, "tophat_mm": 24.5, "rim_mm": 0.0}
 
 # The trachea, as seen in an axial slice near the top of the lungs.
 _TRACHEA_AREA_MM2 = (30.0, 900.0)
@@ -186,15 +201,38 @@ def squared_distance_mm(mask: np.ndarray, spacing) -> np.ndarray:
 
 
 def _within(sq: np.ndarray, radius_mm: float) -> np.ndarray:
-    # Inclusive, with a relative tolerance so that voxels exactly at the radius count whatever
-    # the float rounding of the squared spacing.
-    return sq <= radius_mm * radius_mm * (1 + 1e-6)
+    # Inclusive, with a relative tolerance (1e-4 of r²) that absorbs the float32 rounding of the
+    # distance map, far below the gap between two voxel distances.
+    return sq <= radius_mm * radius_mm * (1 + 1e-4)
+
+
+def ball(radius_mm: float, spacing) -> np.ndarray:
+    """The exact Euclidean ball as a voxel footprint: offsets ``o`` with ``|o * spacing| <= radius_mm``."""
+    half = [int(np.floor(radius_mm * (1 + 1e-4) / s)) for s in spacing]
+    axes = np.meshgrid(*[np.arange(-h, h + 1) * s for h, s in zip(half, spacing)], indexing="ij", sparse=True)
+    return _within(sum(a * a for a in axes), radius_mm)
+
+
+# A ball of at most this many voxels is applied as a footprint (faster for small radii); a larger
+# one through the distance map (whose cost does not grow with the radius). Same result either way.
+_FOOTPRINT_MAX = 64
+
+
+def _small_ball(radius_mm: float, spacing) -> np.ndarray | None:
+    """The ball's footprint when it has at most ``_FOOTPRINT_MAX`` voxels, else None."""
+    if 4.19 * radius_mm**3 / float(np.prod(spacing)) > 2 * _FOOTPRINT_MAX:
+        return None
+    footprint = ball(radius_mm, spacing)
+    return footprint if footprint.sum() <= _FOOTPRINT_MAX else None
 
 
 def dilate_mm(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
     """Exact Euclidean dilation: the voxels within ``radius_mm`` (inclusive) of the mask."""
     if radius_mm <= 0:
         return mask.astype(bool, copy=True)
+    footprint = _small_ball(radius_mm, spacing)
+    if footprint is not None:
+        return ndi.binary_dilation(mask, footprint)
     return _within(squared_distance_mm(mask, spacing), radius_mm)
 
 
@@ -205,7 +243,10 @@ def erode_mm(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
     """
     if radius_mm <= 0:
         return mask.astype(bool, copy=True)
-    return ~dilate_mm(~mask, spacing, radius_mm)
+    footprint = _small_ball(radius_mm, spacing)
+    if footprint is not None:
+        return ndi.binary_erosion(mask, footprint, border_value=1)
+    return ~_within(squared_distance_mm(~mask, spacing), radius_mm)
 
 
 def close_mm(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
@@ -335,7 +376,8 @@ def lung_air(
     threshold_hu : float
         Air / tissue threshold (the paper's -570 HU).
     airway_hu : float
-        Lumen threshold for growing the trachea and bronchi (tightened on a leak).
+        First (most permissive) lumen threshold for growing the trachea and bronchi; lowered
+        in 25 HU steps while the lumen leaks.
     max_airway_ml : float
         Largest airway lumen accepted; a larger one has leaked into the lung.
     airway_core_mm : float
@@ -371,14 +413,13 @@ def lung_air(
     outside_full = outside_air(hu_full, threshold_hu)
     inside = hu_full < threshold_hu
     inside &= ~outside_full
-    labels, _ = ndi.label(inside, structure=_SIX)
-    sizes = np.bincount(labels.ravel()) * voxel_ml
-    sizes[0] = 0
+    labels, n = ndi.label(inside, structure=_SIX)
+    sizes = np.bincount(labels[inside], minlength=n + 1) * voxel_ml  # only the air: fast
     big = np.flatnonzero(sizes >= min_lung_ml)
     if big.size == 0:
         raise ValueError(
             f"no air space of at least {min_lung_ml} ml inside the body below {threshold_hu} HU "
-            f"(largest {sizes.max():.1f} ml): no lungs found; is this a chest CT in HU?"
+            f"(largest {sizes.max(initial=0):.1f} ml): no lungs found; is this a chest CT in HU?"
         )
     is_big = np.zeros(sizes.size, dtype=bool)
     is_big[big] = True
@@ -457,21 +498,12 @@ def _airways(hu, inside, candidates, spacing, airway_hu, max_airway_ml, core_mm,
             f"the airway lumen below {airway_hu} HU leaks into the lungs (over {max_airway_ml} ml down to "
             f"{_AIRWAY_LOWEST_HU} HU): the airways are not removed", stacklevel=3)
         return none, {"trachea_found": True, "airway_ml": 0.0, "airway_hu": None}
+    # The opening keeps the thick airways (and drops the thin distal bronchi and any thin leak);
+    # the wall's partial-volume voxels go with them.
     box = _bbox(lumen, _margin_vox(core_mm + wall_mm, spacing), hu.shape)
     core = erode_mm(lumen[box], spacing, core_mm)
-    core_labels, _ = ndi.label(core, structure=_SIX)
-    z_local = z - box[0].start
-    ids = np.unique(core_labels[z_local][section[box[1], box[2]]])
-    ids = ids[ids > 0]
-    if ids.size == 0:
-        # The trachea is thinner than the opening on this grid: remove the lumen itself.
-        thick = lumen[box]
-        reach = wall_mm
-    else:
-        thick = np.isin(core_labels, ids)
-        reach = core_mm + wall_mm
     airway = none
-    airway[box] = dilate_mm(thick, spacing, reach) & inside[box]
+    airway[box] = dilate_mm(core, spacing, core_mm + wall_mm) & inside[box]
     return airway, {"trachea_found": True, "airway_ml": float(airway.sum() * voxel_ml), "airway_hu": limit}
 
 
@@ -488,13 +520,13 @@ def _split(component: np.ndarray, box: Box, spacing, max_split_mm: float, midlin
     depth_sq = squared_distance_mm(~component, spacing)
     step = max(1.0, min(spacing))
     for depth in np.arange(step, max_split_mm + 1e-6, step):
-        labels, n = ndi.label(depth_sq > depth * depth, structure=_SIX)
+        core = depth_sq > depth * depth
+        labels, n = ndi.label(core, structure=_SIX)
         if n == 0:
             return None
         if n < 2:
             continue
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
+        sizes = np.bincount(labels[core], minlength=n + 1)
         first, second = np.argsort(sizes)[::-1][:2]
         if sizes[second] < 0.1 * sizes[first]:
             continue
@@ -513,8 +545,7 @@ def _right_and_left(air: np.ndarray, spacing, min_lung_ml: float, max_split_mm: 
     """
     voxel_ml = float(np.prod(spacing)) / 1000.0
     labels, n = ndi.label(air, structure=_SIX)
-    sizes = np.bincount(labels.ravel()) * voxel_ml
-    sizes[0] = 0
+    sizes = np.bincount(labels[air], minlength=n + 1) * voxel_ml
     order = np.argsort(sizes)[::-1]
     if n == 0 or sizes[order[0]] < min_lung_ml:
         raise ValueError(f"no air space of at least {min_lung_ml} ml is left once the airways are removed")
@@ -684,7 +715,8 @@ def _edges(hu: np.ndarray, spacing) -> np.ndarray:
     return total
 
 
-def _refined(air: LungAir, inner_mm: float, outer_mm: float, tophat_mm: float, ct: Volume) -> RefinedSteps:
+def _refined(air: LungAir, inner_mm: float, outer_mm: float, tophat_mm: float, rim_mm: float,
+             ct: Volume) -> RefinedSteps:
     sp = air.spacing
     seconds = dict(air.info["seconds"])
     internal = air.labels
@@ -698,8 +730,25 @@ def _refined(air: LungAir, inner_mm: float, outer_mm: float, tophat_mm: float, c
     seconds["markers"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    # The flood only decides the band: it needs the band and the marker voxels that touch it.
-    flood = ndi.binary_dilation(band, structure=_SIX) & (band | is_internal | external)
+    # The flood only has to decide the parts of the band that touch the external marker or both
+    # lungs; a part enclosed by one lung's markers (a vessel, a nodule inside the lung) is that
+    # lung's whatever the edges. The flood then needs those parts and the marker voxels beside them.
+    lungs = internal.copy()
+    parts, n_parts = ndi.label(band, structure=_SIX)
+    touching = {}
+    for name, marker in (("external", external), (LUNG_RIGHT, internal == LUNG_RIGHT), (LUNG_LEFT, internal == LUNG_LEFT)):
+        near = ndi.binary_dilation(marker, structure=_SIX) & band
+        touching[name] = np.zeros(n_parts + 1, dtype=bool)
+        touching[name][parts[near]] = True
+    contested = touching["external"] | (touching[LUNG_RIGHT] & touching[LUNG_LEFT])
+    for value in (LUNG_RIGHT, LUNG_LEFT):
+        mine = touching[value] & ~contested
+        mine[0] = False
+        lungs[mine[parts]] = value
+    contested[0] = False
+    to_flood = contested[parts]
+    flood = ndi.binary_dilation(to_flood, structure=_SIX) & (to_flood | is_internal | external)
+    del parts
     work = _bbox(flood, (1, 1, 1), flood.shape) if flood.any() else tuple(slice(0, 0) for _ in range(3))
     edges = np.zeros(internal.shape, dtype=np.float32)
     edges[work] = _edges(air.hu[work], sp)
@@ -707,7 +756,6 @@ def _refined(air: LungAir, inner_mm: float, outer_mm: float, tophat_mm: float, c
 
     t0 = time.perf_counter()
     markers = np.where(external, np.int32(3), internal.astype(np.int32))
-    lungs = internal.copy()
     if flood.any():
         flooded = watershed(edges[work], markers[work] * flood[work], mask=flood[work])
         sub = lungs[work]
@@ -718,13 +766,21 @@ def _refined(air: LungAir, inner_mm: float, outer_mm: float, tophat_mm: float, c
     t0 = time.perf_counter()
 
     def top_hat_and_holes(mask):
-        return ndi.binary_fill_holes(close_mm(mask, sp, tophat_mm))
+        filled = ndi.binary_fill_holes(close_mm(mask, sp, tophat_mm))
+        return dilate_mm(filled, sp, rim_mm) if rim_mm > 0 else filled
 
-    mask = _per_lung(lungs, lungs, sp, tophat_mm, top_hat_and_holes)
+    mask = _per_lung(lungs, lungs, sp, tophat_mm + rim_mm, top_hat_and_holes)
     mask[air.outside] = 0
     seconds["tophat_fill"] = time.perf_counter() - t0
     info = {**air.info, "seconds": seconds}
     return RefinedSteps(air.box, internal, external, edges, lungs, mask, ct, info)
+
+
+def _check_refined(inner_mm, outer_mm, tophat_mm, rim_mm) -> None:
+    for name, value in (("inner_mm", inner_mm), ("outer_mm", outer_mm), ("tophat_mm", tophat_mm), ("rim_mm", rim_mm)):
+        _check_radius(name, value)
+    if outer_mm <= inner_mm:
+        raise ValueError(f"outer_mm ({outer_mm}) must exceed inner_mm ({inner_mm})")
 
 
 def refined_steps(
@@ -732,6 +788,7 @@ def refined_steps(
     inner_mm: float = REFINED_DEFAULTS["inner_mm"],
     outer_mm: float = REFINED_DEFAULTS["outer_mm"],
     tophat_mm: float = REFINED_DEFAULTS["tophat_mm"],
+    rim_mm: float = REFINED_DEFAULTS["rim_mm"],
     **air_params,
 ) -> RefinedSteps:
     """The refined lung mask with its intermediate steps (for the paper's Fig. 2 and timing).
@@ -747,6 +804,10 @@ def refined_steps(
         Dilation that bounds the external marker (paper: 35 voxels).
     tophat_mm : float
         Radius of the closing whose difference (black top-hat) is added back.
+    rim_mm : float
+        Optional margin added around each lung at the end (not in the paper; 0 = off). A
+        pleural rind as dense as the chest wall is invisible to every other step; a margin takes
+        it in at the price of a shell of chest wall (the chapter measures the trade-off).
     **air_params
         Parameters of :func:`lung_air`.
 
@@ -754,12 +815,9 @@ def refined_steps(
     -------
     RefinedSteps
     """
-    for name, value in (("inner_mm", inner_mm), ("outer_mm", outer_mm), ("tophat_mm", tophat_mm)):
-        _check_radius(name, value)
-    if outer_mm <= inner_mm:
-        raise ValueError(f"outer_mm ({outer_mm}) must exceed inner_mm ({inner_mm})")
-    air = lung_air(ct, margin_mm=max(outer_mm, tophat_mm), **air_params)
-    return _refined(air, inner_mm, outer_mm, tophat_mm, ct)
+    _check_refined(inner_mm, outer_mm, tophat_mm, rim_mm)
+    air = lung_air(ct, margin_mm=max(outer_mm, tophat_mm + rim_mm), **air_params)
+    return _refined(air, inner_mm, outer_mm, tophat_mm, rim_mm, ct)
 
 
 def refined_mask(ct: Volume, **params) -> Volume:
@@ -770,8 +828,8 @@ def refined_mask(ct: Volume, **params) -> Volume:
     ct : Volume
         CT in HU.
     **params
-        ``inner_mm``, ``outer_mm``, ``tophat_mm`` (:func:`refined_steps`) and the parameters of
-        :func:`lung_air`.
+        ``inner_mm``, ``outer_mm``, ``tophat_mm``, ``rim_mm`` (:func:`refined_steps`) and the
+        parameters of :func:`lung_air`.
 
     Returns
     -------
@@ -800,11 +858,10 @@ def lung_masks(ct: Volume, **params) -> tuple[Volume, Volume, dict]:
     air_params, cons_params, ref_params = _split_params(params)
     cons_params = {**CONSERVATIVE_DEFAULTS, **cons_params}
     ref_params = {**REFINED_DEFAULTS, **ref_params}
-    for name, value in {**cons_params, **ref_params}.items():
+    for name, value in cons_params.items():
         _check_radius(name, value)
-    if ref_params["outer_mm"] <= ref_params["inner_mm"]:
-        raise ValueError(f"outer_mm ({ref_params['outer_mm']}) must exceed inner_mm ({ref_params['inner_mm']})")
-    margin = max(cons_params["closing_mm"], ref_params["outer_mm"], ref_params["tophat_mm"])
+    _check_refined(**ref_params)
+    margin = max(cons_params["closing_mm"], ref_params["outer_mm"], ref_params["tophat_mm"] + ref_params["rim_mm"])
     air = lung_air(ct, margin_mm=margin, **air_params)
     t0 = time.perf_counter()
     conservative = _full(ct, air.box, _conservative(air, **cons_params))
@@ -813,3 +870,224 @@ def lung_masks(ct: Volume, **params) -> tuple[Volume, Volume, dict]:
     info = {**steps.info}
     info["seconds"] = {**steps.info["seconds"], "conservative": cons_seconds}
     return conservative, steps.volume(), info
+
+
+def segmentation_params(**overrides) -> dict:
+    """Every segmentation parameter with its value: the defaults updated by ``overrides``.
+
+    The ``masks`` stage is keyed by this full dictionary, so a changed default changes the key.
+
+    Raises
+    ------
+    TypeError
+        An unknown parameter name.
+    """
+    _split_params(overrides)
+    return {**AIR_DEFAULTS, **CONSERVATIVE_DEFAULTS, **REFINED_DEFAULTS, **overrides}
+
+
+# ----------------------------------------------------------------------------------------------
+# Scores
+# ----------------------------------------------------------------------------------------------
+
+#: Structures of the phantoms' sign truth scored by :func:`score_mask` (name -> truth values).
+SIGN_STRUCTURES = {
+    "cavity_wall": (SIGN_CODES["cavity"],),
+    "cavity_lumen": (CAVITY_LUMEN,),
+    "fungus_ball": (SIGN_CODES["fungus_ball"],),
+    "pleural_thickening": (SIGN_CODES["pleural_thickening"],),
+    "preexisting": (SIGN_CODES["preexisting"],),
+}
+
+
+def score_mask(
+    mask: Volume,
+    ct: Volume | None = None,
+    truth_lungs: Volume | None = None,
+    signs: Volume | None = None,
+    lesions: Volume | None = None,
+    threshold_hu: float = AIR_DEFAULTS["threshold_hu"],
+) -> dict:
+    """Score one lung mask with whatever reference there is.
+
+    Parameters
+    ----------
+    mask : Volume
+        A lung mask (0 / ``LUNG_RIGHT`` / ``LUNG_LEFT``).
+    ct : Volume, optional
+        Its CT: counts mask voxels in the air outside the body (:func:`outside_air`).
+    truth_lungs : Volume, optional
+        Reference lung mask with the same labels: Dice, all and per side.
+    signs : Volume, optional
+        Sign truth (:data:`SIGN_STRUCTURES`): share of each sign's voxels inside the mask.
+    lesions : Volume, optional
+        Lesion labels (> 0 is lesion; for LIDC the number of readers, so > 0 means at least one
+        reader): share of lesion voxels inside the mask.
+    threshold_hu : float
+        Air threshold of the outside-the-body check.
+
+    Returns
+    -------
+    dict
+        Flat: ``lung_ml``, ``right_ml``, ``left_ml``, ``sides_ok`` (both lungs present, the right
+        one at lower x), and where a reference is given ``outside_voxels``, ``dice``,
+        ``dice_right``, ``dice_left``, ``share_<sign>`` (NaN for a sign absent from the scan),
+        ``lesion_share``.
+    """
+    a = mask.array
+    right, left = a == LUNG_RIGHT, a == LUNG_LEFT
+    out = {
+        "lung_ml": volume_ml(a != 0, mask.spacing),
+        "right_ml": volume_ml(right, mask.spacing),
+        "left_ml": volume_ml(left, mask.spacing),
+    }
+    out["sides_ok"] = bool(right.any() and left.any()
+                           and np.nonzero(right)[2].mean() < np.nonzero(left)[2].mean())
+    if ct is not None:
+        out["outside_voxels"] = int(np.count_nonzero(a[outside_air(ct.array, threshold_hu)]))
+    if truth_lungs is not None:
+        out["dice"] = dice(a, truth_lungs.array)
+        sides = per_label_dice(a, truth_lungs.array, {"right": LUNG_RIGHT, "left": LUNG_LEFT})
+        out.update({f"dice_{k}": v for k, v in sides.items()})
+    if signs is not None:
+        shares = per_label_inside_share(signs.array, a, SIGN_STRUCTURES)
+        out.update({f"share_{k}": v for k, v in shares.items()})
+    if lesions is not None:
+        out["lesion_share"] = inside_share(lesions.array, a)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The masks stage
+# ----------------------------------------------------------------------------------------------
+
+MASK_FILES = {"conservative": "conservative.nii.gz", "refined": "refined.nii.gz"}
+_RECORD = "segmentation.json"
+
+
+def _segment_scan(scan_id: str, ct_path: Path, final: Path, params: dict, threads: int) -> dict:
+    """Segment one scan of the scans stage into ``final`` (written atomically); its record."""
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    t0 = time.perf_counter()
+    try:
+        ct = read_volume(ct_path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            conservative, refined, info = lung_masks(ct, **params)
+    except Exception as err:
+        raise RuntimeError(f"scan {scan_id} ({ct_path}): segmentation failed: {err}") from err
+    record = {
+        "scan_id": scan_id,
+        "seconds": time.perf_counter() - t0,
+        "warnings": sorted({str(w.message) for w in caught}),
+        **{k: v for k, v in info.items() if k != "seconds"},
+        "step_seconds": info["seconds"],
+        **{f"{name}_ml": volume_ml(vol) for name, vol in (("conservative", conservative), ("refined", refined))},
+    }
+    with atomic_dir(final) as tmp:
+        write_volume(conservative, tmp / MASK_FILES["conservative"])
+        write_volume(refined, tmp / MASK_FILES["refined"])
+        write_json(tmp / _RECORD, record)
+    return record
+
+
+def segment_cohort(
+    scans_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    params: dict | None = None,
+    n_jobs: int = 1,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Build the ``masks`` stage: both lung masks of every scan of the ``scans`` stage.
+
+    Each scan's folder ``out_dir/<scan_id>/`` (``conservative.nii.gz``, ``refined.nii.gz``,
+    ``segmentation.json``) is written atomically, so a folder that exists is complete; those
+    are skipped, and an interrupted run resumes where it stopped.
+
+    Parameters
+    ----------
+    scans_dir : path-like
+        The scans stage folder (``cohort.csv`` and ``<scan_id>/ct.nii.gz``).
+    out_dir : path-like
+        The masks stage folder.
+    params : dict, optional
+        Segmentation parameters (:func:`segmentation_params`).
+    n_jobs : int
+        Parallel processes.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per scan (the records of ``segmentation.json``) with ``skipped`` (already there).
+
+    Raises
+    ------
+    FileNotFoundError
+        No ``cohort.csv``, or a scan's ``ct.nii.gz`` is missing (named).
+    RuntimeError
+        A scan failed (named, with the reason); finished scans stay.
+    """
+    scans_dir, out_dir = Path(scans_dir), Path(out_dir)
+    params = segmentation_params(**(params or {}))
+    if n_jobs < 1:
+        raise ValueError(f"n_jobs must be >= 1, got {n_jobs}")
+    cohort_csv = scans_dir / "cohort.csv"
+    if not cohort_csv.is_file():
+        raise FileNotFoundError(f"{cohort_csv}: no cohort table in the scans stage")
+    scan_ids = [str(s) for s in pd.read_csv(cohort_csv, dtype={"scan_id": str})["scan_id"]]
+    todo, records = [], {}
+    for scan_id in scan_ids:
+        ct_path = scans_dir / scan_id / "ct.nii.gz"
+        if not ct_path.is_file():
+            raise FileNotFoundError(f"{ct_path}: scan {scan_id} of {cohort_csv} has no CT")
+        record_path = out_dir / scan_id / _RECORD
+        if record_path.is_file():
+            records[scan_id] = {**json.loads(record_path.read_text()), "skipped": True}
+        else:
+            todo.append((scan_id, ct_path, out_dir / scan_id))
+    threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    bar = tqdm(total=len(todo), desc="lung masks", disable=not progress or not todo)
+    try:
+        if n_jobs == 1:
+            for scan_id, ct_path, final in todo:
+                records[scan_id] = {**_segment_scan(scan_id, ct_path, final, params, threads), "skipped": False}
+                bar.update()
+        else:
+            with ProcessPoolExecutor(max_workers=n_jobs) as pool:
+                futures = {pool.submit(_segment_scan, *job, params, threads): job[0] for job in todo}
+                for future in as_completed(futures):
+                    records[futures[future]] = {**future.result(), "skipped": False}
+                    bar.update()
+    finally:
+        bar.close()
+    return pd.DataFrame([records[s] for s in scan_ids])
+
+
+def score_cohort(scans_dir: str | os.PathLike, masks_dir: str | os.PathLike) -> pd.DataFrame:
+    """Score both masks of every scan against the references its scans-stage folder holds.
+
+    ``truth_lungs.nii.gz`` (phantom truth, or the manifest's ``lung_mask``), ``truth_signs.nii.gz``
+    (phantoms) and ``lesions.nii.gz`` (the manifest's ``lesion_mask``) are used when present.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per scan and mask (``scan_id``, ``mask``, then :func:`score_mask`'s scores).
+    """
+    scans_dir, masks_dir = Path(scans_dir), Path(masks_dir)
+    scan_ids = [str(s) for s in pd.read_csv(scans_dir / "cohort.csv", dtype={"scan_id": str})["scan_id"]]
+    rows = []
+    for scan_id in scan_ids:
+        folder = scans_dir / scan_id
+        ct = read_volume(folder / "ct.nii.gz")
+        refs = {}
+        for key, name in (("truth_lungs", "truth_lungs.nii.gz"), ("signs", "truth_signs.nii.gz"),
+                          ("lesions", "lesions.nii.gz")):
+            if (folder / name).is_file():
+                refs[key] = read_volume(folder / name)
+        for mask_name, file_name in MASK_FILES.items():
+            mask = read_volume(masks_dir / scan_id / file_name)
+            rows.append({"scan_id": scan_id, "mask": mask_name, **score_mask(mask, ct, **refs)})
+    return pd.DataFrame(rows)

@@ -45,7 +45,9 @@ def read_results(record: Provenance) -> dict[str, dict[str, Any] | None]:
 
 
 def format_value(value: Any) -> str:
-    """Numbers to 3 significant digits (integers whole), booleans as yes/no."""
+    """Numbers to 3 significant digits (integers whole), booleans as yes/no, None as n/a."""
+    if value is None:
+        return "n/a"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):

@@ -4,8 +4,7 @@ The project tree (less ``.git``, ``.venv``, ``work/``, ``_build/`` and ``book/ex
 into a temporary folder and the book is built there, so the test neither overwrites a developer's
 own ``book/executed`` or ``_build`` nor touches a tracked file, while the build still sees every
 stray file of the tree (caches, hidden folders) that could break a strict build. The notebooks
-read the project's manifest (relative parameters resolve against the project root) and write
-into a temporary workdir.
+write into a temporary workdir.
 """
 
 from __future__ import annotations
@@ -36,6 +35,10 @@ def smoke_book(root, tmp_path_factory):
                             ignore=lambda folder, names: ["executed"] if Path(folder) == root / "book" else [])
         else:
             shutil.copy2(source, copy / source.name)
+    # The kernel runs in the copy (papermill's cwd), so it imports the copy's sapsam_utils, whose
+    # project root is the copy: give the copy the same neighbour as the project, ../shared.
+    if (root.parent / "shared").is_dir():
+        (tmp / "shared").symlink_to(root.parent / "shared")
     workdir, output = tmp / "work", tmp / "out"
 
     ran = subprocess.run([sys.executable, "-m", "sapsam_utils.runner", "--root", str(copy), "--profile", "smoke",

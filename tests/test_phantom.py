@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from sapsam_utils.phantom import (
     PREEXISTING_KINDS,
@@ -78,14 +79,16 @@ def assert_signs_where_labelled(phantom, wanted):
     assert not signs[outside].any()
 
 
+# The two phantoms most tests share; without the scanner blur, so that each tissue keeps its own
+# HU up to its edges (the blur is tested on its own).
 @pytest.fixture(scope="module")
 def small_all():
-    return make_phantom(ALL_ON, seed=11, **SMALL)
+    return make_phantom(ALL_ON, seed=11, blur_mm=0.0, **SMALL)
 
 
 @pytest.fixture(scope="module")
 def small_control():
-    return make_phantom({}, seed=11, **SMALL)
+    return make_phantom({}, seed=11, blur_mm=0.0, **SMALL)
 
 
 def test_volumes_and_types(small_all):
@@ -115,7 +118,9 @@ def test_all_24_labels_small_grid(small_all):
     assert_signs_where_labelled(small_all, ALL_ON)
 
 
-@pytest.mark.parametrize("column", ["RU_cavity", "LL_preexisting", "RM_pleural_thickening", "LU_pleural_thickening"])
+@pytest.mark.parametrize(
+    "column", ["RU_cavity", "LL_preexisting", "RM_pleural_thickening", "LU_pleural_thickening"]
+)
 def test_single_label(column):
     p = make_phantom({column: 1}, seed=5, **SMALL)
     assert_signs_where_labelled(p, {column: 1})
@@ -123,8 +128,9 @@ def test_single_label(column):
     assert set(np.unique(p.signs.array)) - {0} <= CODES_OF[lab]
 
 
-def test_fungus_ball_in_cavity_with_air_crescent_above():
-    p = make_phantom({"RU_cavity": 1, "RU_fungus_ball": 1}, seed=3, **SMALL)
+@pytest.mark.parametrize("seed, region", [(3, "RU"), (8, "LU"), (13, "RM"), (21, "LL")])
+def test_fungus_ball_in_cavity_with_air_crescent_above(seed, region):
+    p = make_phantom({f"{region}_cavity": 1, f"{region}_fungus_ball": 1}, seed=seed, **SMALL)
     signs = p.signs.array
     ball = np.argwhere(signs == SIGN_CODES["fungus_ball"])
     lumen = np.argwhere(signs == CAVITY_LUMEN)
@@ -180,6 +186,20 @@ def test_preexisting_kinds_hu(kind):
         assert -700 <= np.median(hu) <= -450
     else:  # dilated air lumens inside soft-tissue walls
         assert (hu < -900).mean() > 0.1 and (hu > -200).mean() > 0.2
+
+
+def test_scanner_blur_mixes_edges_and_keeps_means():
+    sharp = make_phantom({"RU_cavity": 1}, 6, blur_mm=0.0, **SMALL)
+    blurred = make_phantom({"RU_cavity": 1}, 6, blur_mm=2.0, **SMALL)
+    lungs = sharp.lungs.array > 0
+    edge = lungs & ~ndimage.binary_erosion(lungs)
+    # Lung voxels at the envelope's edge take up signal from the chest wall and mediastinum.
+    assert blurred.ct.array[edge].mean() > sharp.ct.array[edge].mean() + 50
+    interior = ndimage.binary_erosion(lungs, iterations=3)
+    assert abs(blurred.ct.array[interior].mean() - sharp.ct.array[interior].mean()) < 15
+    # The lumen's core still reads air.
+    core = ndimage.binary_erosion(blurred.signs.array == CAVITY_LUMEN)
+    assert abs(np.median(blurred.ct.array[core]) + 1000) <= 40
 
 
 def test_lungs_on_their_sides(small_control):
@@ -252,7 +272,10 @@ def test_fungus_ball_needs_cavity_label():
         make_phantom({"LU_fungus_ball": 1}, 0, **TINY)
 
 
-@pytest.mark.parametrize("bad", [dict(seed=-1), dict(seed=1.5), dict(difficulty=0.0), dict(spacing=(0, 1, 1))])
+@pytest.mark.parametrize(
+    "bad",
+    [dict(seed=-1), dict(seed=1.5), dict(difficulty=0.0), dict(spacing=(0, 1, 1)), dict(shape=(4, 64, 64))],
+)
 def test_bad_arguments_rejected(bad):
     args = dict(labels={}, seed=0, **TINY)
     args.update(bad)

@@ -1,0 +1,542 @@
+"""The image data sets of the classifiers: per-scan projections, patient splits, balancing, storage.
+
+Two ``workdir`` stages (see :mod:`sapsam_utils.cache`):
+
+``projections/<key>/`` (upstream: the ``masks`` key; parameters: :class:`ProjectionParams`)
+    ``scans/<scan_id>.npz``: every image of one scan for every rotation (written atomically;
+    :func:`preprocess_cohort` skips finished scans, so an interrupted run resumes where it
+    stopped, and removes any half-written ``.tmp-*`` file). Arrays: ``rotations`` ``(R, 3)``
+    degrees; ``whole_<axis>`` ``(R, H, W)`` and ``regions_<axis>`` ``(R, 6, H, W, C)`` as uint8
+    (value * 255, rounded); for scans with sign truth ``whole_truth_<axis>`` ``(R, H, W, 4)`` and
+    ``regions_truth_<axis>`` ``(R, 6, H, W, 4)`` as uint8 (fraction * 255, rounded, but at least
+    1 where the fraction is > 0 so that a sign's footprint survives); ``meta`` (JSON text: box,
+    grid spacing, timings).
+
+``datasets/<key>/`` (upstream: the ``projections`` key; parameters: split fractions and seed)
+    ``splits.csv`` (``patient_id, group, split``), ``datasets.json`` (parameters, counts,
+    shapes) and, per split ``train`` / ``val`` / ``test``, a folder with
+
+    * ``whole.csv``: one row per (scan, rotation): ``scan_id, patient_id, group, disease``
+      (1 = CPA), ``death_2y`` (1 / 0, empty when unknown), ``censored_2y``, ``rotation``
+      (0 = unrotated), ``angle_z, angle_y, angle_x``, ``has_truth``;
+    * ``whole_<axis>.npy`` ``(N, H, W)`` uint8, ``whole_truth_<axis>.npy`` ``(N, H, W, 4)``;
+    * ``regions.csv``: one row per (scan, rotation, sub-region): the columns above plus
+      ``region`` and the region's four labels ``preexisting, cavity, fungus_ball,
+      pleural_thickening`` (from the manifest's sparse labels);
+    * ``regions_<axis>.npy`` ``(N, H, W, C)`` uint8, ``regions_truth_<axis>.npy`` ``(N, H, W, 4)``.
+
+    Rows of a ``.csv`` and of its arrays correspond one to one. Truth arrays exist when some
+    scan of the cohort has sign truth (rows with ``has_truth`` False hold zeros). ``.npy`` files
+    load memory-mapped (:func:`load_split`), so training reads only what it uses.
+
+Splits are made of **patients** (all of a patient's scans, and all their rotations, go to one
+split; :func:`split_patients` asserts it), stratified by group, seeded. Class balancing happens
+after the split, on the training rows only, by oversampling (:func:`balanced_indices`), as the
+classifiers sample their batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zipfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import cache
+from .cohort import two_year_death
+from .projections import AXES, ProjectionParams, ScanImages, project_volume
+from .regions import LABEL_COLUMNS, LABELS, REGIONS
+from .volume import read_volume
+
+SPLITS = ("train", "val", "test")
+#: Default (train, validation, test) fractions of the patients.
+DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantisation
+
+
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """Images in [0, 1] -> uint8 (``round(255 * v)``)."""
+    return np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def truth_to_uint8(fraction: np.ndarray) -> np.ndarray:
+    """Truth fractions in [0, 1] -> uint8, rounded but never 0 where the fraction is > 0."""
+    out = to_uint8(fraction)
+    out[(fraction > 0) & (out == 0)] = 1
+    return out
+
+
+def to_unit(values: np.ndarray) -> np.ndarray:
+    """uint8 images or truth maps -> float32 in [0, 1]."""
+    return np.asarray(values, dtype=np.float32) / np.float32(255.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# One scan
+
+
+def scan_arrays(images: ScanImages, meta: dict) -> dict[str, np.ndarray]:
+    """The arrays stored for one scan (see the module docstring)."""
+    out = {"rotations": images.rotations, "meta": np.array(json.dumps(meta))}
+    for axis in AXES:
+        out[f"whole_{axis}"] = to_uint8(images.whole[axis])
+        out[f"regions_{axis}"] = to_uint8(images.regions[axis])
+        if images.whole_truth:
+            out[f"whole_truth_{axis}"] = truth_to_uint8(images.whole_truth[axis])
+            out[f"regions_truth_{axis}"] = truth_to_uint8(images.regions_truth[axis])
+    return out
+
+
+def save_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray], compresslevel: int = 1) -> Path:
+    """Write a compressed ``.npz`` (readable by ``np.load``) into a temporary sibling, then rename.
+
+    zlib level 1 instead of ``np.savez_compressed``'s 6: three times faster on these images for
+    about 10 % more bytes (the truth maps, mostly zeros, compress either way).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.stem}-{os.getpid()}.npz")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=compresslevel) as archive:
+            for name, value in arrays.items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def project_scan_files(
+    scan_id: str, scans_dir: str | os.PathLike, masks_dir: str | os.PathLike, out_path: str | os.PathLike,
+    params: dict, n_threads: int = 1,
+) -> dict:
+    """Load one scan's CT, masks and truth from the stages, project it, save its ``.npz``.
+
+    Parameters
+    ----------
+    scan_id : str
+        Folder name in both stages.
+    scans_dir, masks_dir : path-like
+        The ``scans`` and ``masks`` stage folders.
+    out_path : path-like
+        Where the scan's ``.npz`` goes (written atomically).
+    params : dict
+        :class:`~sapsam_utils.projections.ProjectionParams` fields.
+    n_threads : int
+        Threads for the rotations of this scan.
+
+    Returns
+    -------
+    dict
+        ``scan_id`` and the seconds spent loading, projecting and writing.
+    """
+    t0 = time.perf_counter()
+    scan_folder, mask_folder = Path(scans_dir) / scan_id, Path(masks_dir) / scan_id
+    try:
+        ct = read_volume(scan_folder / "ct.nii.gz")
+        conservative = read_volume(mask_folder / "conservative.nii.gz")
+        refined = read_volume(mask_folder / "refined.nii.gz")
+        signs_path = scan_folder / "truth_signs.nii.gz"
+        signs = read_volume(signs_path) if signs_path.is_file() else None
+        t1 = time.perf_counter()
+        grid, images = project_volume(ct, conservative, refined, signs, ProjectionParams(**params), n_threads)
+        t2 = time.perf_counter()
+    except Exception as err:
+        raise RuntimeError(f"scan {scan_id} ({scan_folder}, {mask_folder}): {err}") from err
+    meta = {
+        "scan_id": scan_id,
+        "box": [[s.start, s.stop] for s in grid.box],
+        "grid_spacing_mm": list(grid.spacing),
+        "has_truth": signs is not None,
+        "seconds_load": t1 - t0,
+        "seconds_project": t2 - t1,
+    }
+    save_npz_atomic(out_path, scan_arrays(images, meta))
+    return {"scan_id": scan_id, "seconds_load": t1 - t0, "seconds_project": t2 - t1,
+            "seconds_write": time.perf_counter() - t2}
+
+
+def read_scan_npz(path: str | os.PathLike) -> dict:
+    """The arrays of one scan's ``.npz`` (``meta`` decoded to a dict)."""
+    with np.load(path) as data:
+        out = {k: data[k] for k in data.files}
+    out["meta"] = json.loads(str(out["meta"]))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The cohort
+
+
+def upstream_stages(workdir: str | os.PathLike) -> tuple[str, Path, Path]:
+    """``(masks key, masks folder, scans folder)`` of the last segmentation run in ``workdir``.
+
+    The scans folder is the one the masks were computed from (the masks stage's upstream), not
+    merely the last cohort run.
+    """
+    masks_key, masks_dir = cache.current_stage(workdir, "masks")
+    record = json.loads((masks_dir / "stage.json").read_text())
+    scans_dir = Path(workdir) / "scans" / str(record["upstream"])
+    if not (scans_dir / "cohort.csv").is_file():
+        raise FileNotFoundError(f"{scans_dir}/cohort.csv: the scans the masks came from are missing; rerun 01_cohort")
+    return masks_key, masks_dir, scans_dir
+
+
+def preprocess_cohort(
+    workdir: str | os.PathLike, params: ProjectionParams, n_jobs: int = 1, n_threads: int = 1, progress: bool = True
+) -> tuple[Path, pd.DataFrame]:
+    """Project every scan of the last segmentation run into the ``projections`` stage.
+
+    Scans already done are skipped (their ``.npz`` exists); leftovers of an interrupted run
+    (``.tmp-*`` files) are removed first. Scans run in ``n_jobs`` worker processes.
+
+    Parameters
+    ----------
+    workdir : path-like
+    params : ProjectionParams
+    n_jobs : int
+        Worker processes (1: in this process).
+    n_threads : int
+        Threads per scan (rotations in parallel); keep ``n_jobs * n_threads`` <= cores.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    tuple
+        The stage folder and a table with one row per scan: ``scan_id``, ``done_now`` (False
+        when found finished) and the seconds of each step (NaN for skipped scans).
+    """
+    from tqdm.auto import tqdm
+
+    masks_key, masks_dir, scans_dir = upstream_stages(workdir)
+    stage = cache.stage_dir(workdir, "projections", params.as_dict(), upstream=masks_key)
+    out_dir = stage / "scans"
+    out_dir.mkdir(exist_ok=True)
+    for leftover in out_dir.glob(".tmp-*"):
+        leftover.unlink()
+    cohort = pd.read_csv(scans_dir / "cohort.csv", dtype=str, keep_default_na=False)
+    todo = [s for s in cohort["scan_id"] if not (out_dir / f"{s}.npz").is_file()]
+    rows = {s: {"scan_id": s, "done_now": False} for s in cohort["scan_id"]}
+    args = [(s, scans_dir, masks_dir, out_dir / f"{s}.npz", params.as_dict(), n_threads) for s in todo]
+    bar = tqdm(total=len(todo), desc="projections", unit="scan", disable=not progress or not todo)
+    try:
+        if n_jobs <= 1 or len(todo) <= 1:
+            for a in args:
+                rows[a[0]].update(project_scan_files(*a), done_now=True)
+                bar.update()
+        else:
+            with ProcessPoolExecutor(max_workers=min(n_jobs, len(todo))) as pool:
+                futures = [pool.submit(project_scan_files, *a) for a in args]
+                try:
+                    for future in as_completed(futures):
+                        result = future.result()
+                        rows[result["scan_id"]].update(result, done_now=True)
+                        bar.update()
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+    finally:
+        bar.close()
+    return stage, pd.DataFrame(list(rows.values()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Labels, splits, balancing
+
+
+def survival_columns(table: pd.DataFrame, years: float = 2.0) -> pd.DataFrame:
+    """``death_2y`` (1.0 / 0.0 / NaN) and ``censored_2y`` (True when the outcome at ``years`` is
+    unknown: follow-up ended earlier without a death) for each manifest row.
+
+    Uses :func:`sapsam_utils.cohort.two_year_death`, the study's one definition.
+    """
+    death = two_year_death(table, years=years)
+    return pd.DataFrame({"death_2y": death, "censored_2y": death.isna()}, index=table.index)
+
+
+def patient_groups(cohort: pd.DataFrame) -> pd.Series:
+    """One group per patient: ``cpa`` when any of the patient's scans is CPA, else ``control``."""
+    is_cpa = cohort["group"].eq("cpa").groupby(cohort["patient_id"]).any()
+    return is_cpa.map({True: "cpa", False: "control"}).rename("group")
+
+
+def split_patients(
+    cohort: pd.DataFrame, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, seed: int = 0
+) -> pd.DataFrame:
+    """Assign each patient to ``train`` / ``val`` / ``test``, stratified by group, seeded.
+
+    Within each group the patients (sorted, then shuffled with ``seed``) are cut by
+    ``fractions`` (rounded); a group of 2 patients still gets one test patient, a group of 3 or
+    more one patient in every split with a non-zero fraction; training keeps at least one.
+
+    Parameters
+    ----------
+    cohort : pandas.DataFrame
+        Rows with ``patient_id`` and ``group`` (one row per scan is fine).
+    fractions : tuple of float
+        Train, validation and test shares of the patients (normalised to sum to 1).
+    seed : int
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``patient_id, group, split``, one row per patient.
+    """
+    fractions = np.asarray(fractions, dtype=float)
+    if fractions.shape != (3,) or (fractions < 0).any() or fractions.sum() <= 0 or fractions[0] <= 0:
+        raise ValueError(f"split fractions {tuple(fractions)}: need (train > 0, val >= 0, test >= 0)")
+    fractions = fractions / fractions.sum()
+    groups = patient_groups(cohort)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for group in sorted(groups.unique()):
+        patients = np.array(sorted(groups.index[groups == group]))
+        patients = patients[rng.permutation(len(patients))]
+        n = len(patients)
+        n_val, n_test = (int(round(n * f)) for f in fractions[1:])
+        # Small groups: test first, then validation, get one patient when the group can afford it
+        # (training keeps at least one).
+        if fractions[2] > 0 and n >= 2:
+            n_test = max(n_test, 1)
+        if fractions[1] > 0 and n >= 3:
+            n_val = max(n_val, 1)
+        n_test = min(n_test, max(n - 1, 0))
+        n_val = min(n_val, max(n - 1 - n_test, 0))
+        n_train = n - n_val - n_test
+        names = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
+        rows += [{"patient_id": p, "group": group, "split": s} for p, s in zip(patients, names)]
+    table = pd.DataFrame(rows, columns=["patient_id", "group", "split"])
+    check_patient_splits(cohort.assign(split=cohort["patient_id"].map(table.set_index("patient_id")["split"])))
+    return table
+
+
+def check_patient_splits(table: pd.DataFrame) -> None:
+    """Raise if a patient appears in more than one split (rows need ``patient_id``, ``split``)."""
+    if table["split"].isna().any():
+        missing = sorted(table.loc[table["split"].isna(), "patient_id"].unique())
+        raise ValueError(f"patients without a split: {missing[:10]}")
+    per_patient = table.groupby("patient_id")["split"].nunique()
+    shared = sorted(per_patient.index[per_patient > 1])
+    if shared:
+        raise AssertionError(f"patients in more than one split: {shared[:10]}")
+
+
+def balanced_indices(labels, seed: int = 0) -> np.ndarray:
+    """Row indices with every class oversampled (with replacement) to the largest class's count.
+
+    Every original row appears at least once; the extra rows of the smaller classes are drawn at
+    random; the result is shuffled. Use it on the **training** rows only, after the split.
+
+    Parameters
+    ----------
+    labels : array-like
+        One class per row (NaN rows, e.g. censored survival, are left out).
+    seed : int
+
+    Returns
+    -------
+    numpy.ndarray of int
+        Indices into ``labels``; each class appears ``max count`` times.
+    """
+    labels = pd.Series(np.asarray(labels))
+    labels = labels[labels.notna()]
+    rng = np.random.default_rng(seed)
+    classes = sorted(labels.unique())
+    if not classes:
+        return np.empty(0, dtype=np.intp)
+    target = labels.value_counts().max()
+    parts = []
+    for c in classes:
+        idx = labels.index[labels == c].to_numpy()
+        extra = rng.choice(idx, size=target - len(idx), replace=True) if target > len(idx) else idx[:0]
+        parts += [idx, extra]
+    out = np.concatenate(parts).astype(np.intp)
+    return out[rng.permutation(len(out))]
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-split data sets
+
+
+def _records(cohort: pd.DataFrame, rotations: np.ndarray, has_truth: dict[str, bool]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The whole-scan and sub-region record tables of ``cohort`` (rows in storage order)."""
+    survival = survival_columns(cohort)
+    whole, regions = [], []
+    for i, row in cohort.iterrows():
+        base = {
+            "scan_id": row["scan_id"], "patient_id": row["patient_id"], "group": row["group"],
+            "disease": int(row["group"] == "cpa"), "death_2y": survival.at[i, "death_2y"],
+            "censored_2y": bool(survival.at[i, "censored_2y"]), "has_truth": has_truth[row["scan_id"]],
+        }
+        for r, (az, ay, ax) in enumerate(rotations):
+            rot = {"rotation": r, "angle_z": float(az), "angle_y": float(ay), "angle_x": float(ax)}
+            whole.append({**base, **rot})
+            for region in REGIONS:
+                labels = {lab: int(row[f"{region}_{lab}"]) for lab in LABELS}
+                regions.append({**base, **rot, "region": region, **labels})
+    whole_columns = ["scan_id", "patient_id", "group", "disease", "death_2y", "censored_2y", "has_truth",
+                     "rotation", "angle_z", "angle_y", "angle_x"]
+    return (pd.DataFrame(whole, columns=whole_columns),
+            pd.DataFrame(regions, columns=[*whole_columns, "region", *LABELS]))
+
+
+def build_datasets(
+    workdir: str | os.PathLike, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, seed: int = 0,
+    progress: bool = True,
+) -> Path:
+    """Split the last ``projections`` run by patient and write the per-split arrays (``datasets``).
+
+    A split folder is written whole or not at all (:func:`sapsam_utils.cache.atomic_dir`);
+    a complete stage (``datasets.json`` present) is reused as it is.
+
+    Returns
+    -------
+    pathlib.Path
+        The ``datasets`` stage folder.
+    """
+    from tqdm.auto import tqdm
+
+    proj_key, proj_dir = cache.current_stage(workdir, "projections")
+    _, _, scans_dir = upstream_stages(workdir)
+    params = {"fractions": [float(f) for f in fractions], "seed": int(seed)}
+    stage = cache.stage_dir(workdir, "datasets", params, upstream=proj_key)
+    if (stage / "datasets.json").is_file():
+        return stage
+    cohort = pd.read_csv(scans_dir / "cohort.csv", dtype=str, keep_default_na=False)
+    cohort[list(LABEL_COLUMNS)] = cohort[list(LABEL_COLUMNS)].astype(int)
+    missing = [s for s in cohort["scan_id"] if not (proj_dir / "scans" / f"{s}.npz").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{proj_dir}/scans: no projections for {missing[:5]}; run preprocess_cohort first")
+    splits = split_patients(cohort, fractions, seed)
+    split_of = cohort["patient_id"].map(splits.set_index("patient_id")["split"])
+    check_patient_splits(cohort.assign(split=split_of))
+    splits.to_csv(stage / "splits.csv", index=False)
+
+    first = read_scan_npz(proj_dir / "scans" / f"{cohort['scan_id'].iloc[0]}.npz")
+    rotations = first["rotations"]
+    has_truth = {}
+    for s in cohort["scan_id"]:
+        with np.load(proj_dir / "scans" / f"{s}.npz") as data:
+            has_truth[s] = "whole_truth_axial" in data.files
+    any_truth = any(has_truth.values())
+    shapes = {k: first[k].shape for k in first if k.startswith(("whole_", "regions_"))}
+    if any_truth and "whole_truth_axial" not in shapes:
+        n_lab = len(LABELS)
+        for axis in AXES:
+            shapes[f"whole_truth_{axis}"] = (*shapes[f"whole_{axis}"], n_lab)
+            shapes[f"regions_truth_{axis}"] = (*shapes[f"regions_{axis}"][:-1], n_lab)
+
+    summary = {"params": params, "projections_key": proj_key, "splits": {}}
+    bar = tqdm(total=len(cohort), desc="datasets", unit="scan", disable=not progress)
+    for split in SPLITS:
+        part = cohort[split_of == split].reset_index(drop=True)
+        whole, regions = _records(part, rotations, has_truth)
+        with cache.atomic_dir(stage / split) as tmp:
+            whole.to_csv(tmp / "whole.csv", index=False)
+            regions.to_csv(tmp / "regions.csv", index=False)
+            arrays = {}
+            for name, shape in shapes.items():
+                kind = "whole" if name.startswith("whole_") else "regions"
+                per_scan = shape[0] * (1 if kind == "whole" else shape[1])
+                rows = len(part) * per_scan
+                arrays[name] = np.lib.format.open_memmap(
+                    tmp / f"{name}.npy", mode="w+", dtype=np.uint8, shape=(rows, *shape[1 if kind == "whole" else 2:])
+                )
+            for i, scan_id in enumerate(part["scan_id"]):
+                data = read_scan_npz(proj_dir / "scans" / f"{scan_id}.npz")
+                for name, out in arrays.items():
+                    n = len(out) // max(len(part), 1)
+                    if name in data:
+                        out[i * n : (i + 1) * n] = data[name].reshape(n, *out.shape[1:])
+                    else:
+                        out[i * n : (i + 1) * n] = 0  # a scan without sign truth
+                bar.update()
+            for out in arrays.values():
+                out.flush()
+            del arrays
+        summary["splits"][split] = {
+            "patients": int(part["patient_id"].nunique()), "scans": int(len(part)),
+            "whole_images": int(len(whole)), "region_images": int(len(regions)),
+            "scans_per_group": part["group"].value_counts().to_dict(),
+        }
+    bar.close()
+    summary["shapes"] = {k: list(v[1:] if k.startswith("whole_") else v[2:]) for k, v in shapes.items()}
+    summary["rotations"] = rotations.tolist()
+    cache.write_json(stage / "datasets.json", summary)  # last: marks the stage complete
+    return stage
+
+
+@dataclass
+class SplitData:
+    """One split of one data set, as :func:`load_split` returns it.
+
+    Attributes
+    ----------
+    records : pandas.DataFrame
+        One row per image (``whole.csv`` or ``regions.csv``).
+    images : dict
+        Axis name -> ``(N, H, W)`` (whole) or ``(N, H, W, C)`` (regions) array: uint8
+        memory-mapped, or float32 in [0, 1] when loaded with ``as_float=True``.
+    truth : dict
+        Axis name -> ``(N, H, W, 4)`` truth maps (same dtype rule); empty when the data set has
+        no truth or it was not asked for.
+    """
+
+    records: pd.DataFrame
+    images: dict[str, np.ndarray]
+    truth: dict[str, np.ndarray]
+
+
+def load_split(
+    workdir: str | os.PathLike, kind: str, split: str, axes=tuple(AXES), truth: bool = False, as_float: bool = False
+) -> SplitData:
+    """Load one split of the whole-scan (``kind="whole"``) or sub-region (``"regions"``) data set
+    of the last ``datasets`` run in ``workdir``.
+
+    Parameters
+    ----------
+    workdir : path-like
+    kind : {"whole", "regions"}
+    split : {"train", "val", "test"}
+    axes : sequence of str
+        Which projection axes to load (``axial``, ``coronal``, ``sagittal``).
+    truth : bool
+        Also load the truth maps (when the data set has them).
+    as_float : bool
+        Return float32 in [0, 1] (read into memory) instead of uint8 memory maps.
+
+    Returns
+    -------
+    SplitData
+    """
+    if kind not in ("whole", "regions") or split not in SPLITS:
+        raise ValueError(f"kind must be 'whole' or 'regions' and split one of {SPLITS}, got {kind!r}, {split!r}")
+    _, stage = cache.current_stage(workdir, "datasets")
+    folder = stage / split
+    if not (stage / "datasets.json").is_file() or not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: the datasets stage is incomplete; rerun 03_projections")
+    records = pd.read_csv(folder / f"{kind}.csv", dtype={"scan_id": str, "patient_id": str})
+
+    def read(name):
+        array = np.load(folder / f"{name}.npy", mmap_mode="r")
+        if len(array) != len(records):
+            raise ValueError(f"{folder}/{name}.npy has {len(array)} rows, {kind}.csv {len(records)}")
+        return to_unit(array) if as_float else array
+
+    images = {a: read(f"{kind}_{a}") for a in axes}
+    truths = {}
+    if truth and (folder / f"{kind}_truth_{axes[0]}.npy").is_file():
+        truths = {a: read(f"{kind}_truth_{a}") for a in axes}
+    return SplitData(records, images, truths)
