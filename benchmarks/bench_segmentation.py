@@ -75,19 +75,20 @@ def naive_slice(hu: np.ndarray, spacing_yx, threshold_hu, inner_mm, outer_mm, to
     keep = np.argsort(sizes)[::-1][:2]
     internal = np.isin(labels, keep[sizes[keep] > 0])
     pixel = float(np.mean(spacing_yx))
-    near = morphology.binary_dilation(internal, morphology.disk(max(1, round(inner_mm / pixel))))
-    far = morphology.binary_dilation(internal, morphology.disk(max(1, round(outer_mm / pixel))))
+    near = ndi.binary_dilation(internal, structure=morphology.disk(max(1, round(inner_mm / pixel))))
+    far = ndi.binary_dilation(internal, structure=morphology.disk(max(1, round(outer_mm / pixel))))
     markers = np.zeros(hu.shape, dtype=np.int32)
     markers[far & ~near] = 2
     markers[internal] = 1
-    edges = np.hypot(ndi.sobel(hu.astype(float), 0), ndi.sobel(hu.astype(float), 1))
+    values = hu.astype(float)
+    edges = np.hypot(ndi.sobel(values, 0), ndi.sobel(values, 1))
     flooded = segmentation.watershed(edges, markers)
-    lung = flooded == 1
-    outline = morphology.dilation(lung, morphology.disk(1)) & ~morphology.erosion(lung, morphology.disk(1))
+    lung = (flooded == 1).astype(np.uint8)
+    outline = ndi.morphological_gradient(lung, size=(3, 3))
     big = morphology.disk(max(1, round(tophat_mm / pixel)))
-    outline |= morphology.black_tophat(outline, big).astype(bool)
-    mask = internal | outline | lung
-    mask = morphology.binary_closing(mask, morphology.disk(2))
+    outline = outline | ndi.black_tophat(outline, footprint=big)
+    mask = internal | (outline > 0) | (lung > 0)
+    mask = ndi.binary_closing(mask, structure=morphology.disk(2))
     return ndi.binary_fill_holes(mask)
 
 

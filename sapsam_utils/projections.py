@@ -20,7 +20,8 @@ Pipeline for one scan
 4. **Sub-region images** (signs): every sub-region block projected along each axis inside the
    **refined** mask, one channel per HU window (``windows``, the paper's [-1400, -900],
    [-900, -160], [-160, 240]). A voxel belongs to window ``[lo, hi)`` when ``lo <= HU < hi``
-   (HU after the linear resampling; voxels outside every window, e.g. bone, are left out). For
+   (HU after the linear resampling, rounded to whole HU as the scan's own values are; voxels
+   outside every window, e.g. bone, are left out). For
    a ray, let ``n_w`` be its in-mask voxels in window ``w`` and ``s_w`` the sum of their HU; then
 
    * ``statistic="mean"`` (default; the paper's "average intensity within each window"):
@@ -104,10 +105,10 @@ class ProjectionParams:
         object.__setattr__(self, "angles", tuple(float(a) for a in self.angles))
         object.__setattr__(self, "windows", tuple((float(lo), float(hi)) for lo, hi in self.windows))
         object.__setattr__(self, "whole_hu_range", tuple(float(v) for v in self.whole_hu_range))
-        nz, ny, nx = self.grid_shape
-        if len(self.grid_shape) != 3 or min(self.grid_shape) < 2 or nz % 3 or nx % 2:
+        shape = self.grid_shape
+        if len(shape) != 3 or shape[0] % 3 or shape[2] % 2 or shape[0] < 3 or shape[1] < 1 or shape[2] < 4:
             raise ValueError(
-                f"grid_shape {self.grid_shape}: need 3 sizes with z divisible by 3 and x by 2 "
+                f"grid_shape {shape}: need 3 sizes (z, y, x) with z divisible by 3 and x by 2 "
                 "(six equal sub-region blocks)"
             )
         if not 1 <= len(self.windows) <= 3 or any(lo >= hi for lo, hi in self.windows):

@@ -76,6 +76,7 @@ Nothing of either mask is outside the body (it is clipped to the voxels that are
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import time
 import warnings
@@ -270,6 +271,20 @@ def open_mm(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
     out = np.zeros(mask.shape, dtype=bool)
     out[box] = dilate_mm(erode_mm(mask[box], spacing, radius_mm), spacing, radius_mm)
     return out
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """The mask with its holes filled in 3-D: background not 6-connected to the array's border.
+
+    Same result as :func:`scipy.ndimage.binary_fill_holes`, by one labelling instead of an
+    iterated dilation (several times faster on a lung).
+    """
+    labels, n = ndi.label(~mask, structure=_SIX)
+    faces = np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(), labels[:, :, [0, -1]].ravel()])
+    open_to_border = np.zeros(n + 1, dtype=bool)
+    open_to_border[faces] = True
+    open_to_border[0] = False
+    return ~open_to_border[labels]
 
 
 def _margin_vox(radius_mm: float, spacing) -> tuple[int, int, int]:
@@ -674,32 +689,40 @@ class RefinedSteps:
         Where the arrays lie in the scan's grid.
     internal : numpy.ndarray of uint8
         Internal markers: the lungs' air, ``LUNG_RIGHT`` / ``LUNG_LEFT``.
-    external : numpy.ndarray of bool
-        External marker: the shell from ``inner_mm`` to ``outer_mm`` around the internal markers.
     edges : numpy.ndarray of float32
-        Sobel gradient magnitude (HU / mm).
+        Sobel gradient magnitude (HU / mm) where the flood needed it (0 elsewhere).
     watershed : numpy.ndarray of uint8
         The lungs after the watershed (internal markers plus the band they won).
     mask : numpy.ndarray of uint8
         The refined mask: the watershed lungs, their black top-hat and filled holes.
     ct : Volume
         The CT (for :meth:`volume`).
+    params : dict
+        ``inner_mm``, ``outer_mm``, ``tophat_mm``, ``rim_mm``.
     info : dict
         Diagnostics of :func:`lung_air` plus the time of each step in ``info["seconds"]``.
     """
 
     box: Box
     internal: np.ndarray
-    external: np.ndarray
     edges: np.ndarray
     watershed: np.ndarray
     mask: np.ndarray
     ct: Volume
+    params: dict
     info: dict
 
     def volume(self) -> Volume:
         """The refined mask on the scan's whole grid."""
         return _full(self.ct, self.box, self.mask)
+
+    def external(self) -> np.ndarray:
+        """The external marker: the shell from ``inner_mm`` to ``outer_mm`` around the internal markers.
+
+        Computed on demand (for figures): the flood only needs its inner face.
+        """
+        sq = squared_distance_mm(self.internal > 0, self.ct.spacing)
+        return _within(sq, self.params["outer_mm"]) & ~_within(sq, self.params["inner_mm"])
 
 
 def _edges(hu: np.ndarray, spacing) -> np.ndarray:
@@ -720,60 +743,72 @@ def _refined(air: LungAir, inner_mm: float, outer_mm: float, tophat_mm: float, r
     sp = air.spacing
     seconds = dict(air.info["seconds"])
     internal = air.labels
-    is_internal = internal > 0
+    lungs = internal.copy()
+    edges = np.zeros(internal.shape, dtype=np.float32)
 
     t0 = time.perf_counter()
-    sq = squared_distance_mm(is_internal, sp)
-    band = _within(sq, inner_mm) & ~is_internal
-    external = _within(sq, outer_mm) & ~_within(sq, inner_mm)
+    # Markers. The flood needs the band (up to inner_mm) and the voxels of the external shell that
+    # touch it (one voxel further), so the distance map covers the lungs' box plus that much.
+    reach = min(outer_mm, inner_mm + max(sp))
+    near = _bbox(internal > 0, _margin_vox(reach, sp), internal.shape)
+    own = internal[near]
+    is_own = own > 0
+    sq = squared_distance_mm(is_own, sp)
+    band = _within(sq, inner_mm) & ~is_own
+    external = _within(sq, reach) & ~_within(sq, inner_mm)
     del sq
     seconds["markers"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     # The flood only has to decide the parts of the band that touch the external marker or both
-    # lungs; a part enclosed by one lung's markers (a vessel, a nodule inside the lung) is that
+    # lungs: a part enclosed by one lung's markers (a vessel, a nodule inside the lung) is that
     # lung's whatever the edges. The flood then needs those parts and the marker voxels beside them.
-    lungs = internal.copy()
     parts, n_parts = ndi.label(band, structure=_SIX)
     touching = {}
-    for name, marker in (("external", external), (LUNG_RIGHT, internal == LUNG_RIGHT), (LUNG_LEFT, internal == LUNG_LEFT)):
-        near = ndi.binary_dilation(marker, structure=_SIX) & band
+    for name, marker in (("external", external), (LUNG_RIGHT, own == LUNG_RIGHT), (LUNG_LEFT, own == LUNG_LEFT)):
         touching[name] = np.zeros(n_parts + 1, dtype=bool)
-        touching[name][parts[near]] = True
+        touching[name][parts[ndi.binary_dilation(marker, structure=_SIX) & band]] = True
     contested = touching["external"] | (touching[LUNG_RIGHT] & touching[LUNG_LEFT])
-    for value in (LUNG_RIGHT, LUNG_LEFT):
-        mine = touching[value] & ~contested
-        mine[0] = False
-        lungs[mine[parts]] = value
     contested[0] = False
+    won = lungs[near]
+    for value in (LUNG_RIGHT, LUNG_LEFT):
+        alone = touching[value] & ~contested
+        alone[0] = False
+        won[alone[parts]] = value
     to_flood = contested[parts]
-    flood = ndi.binary_dilation(to_flood, structure=_SIX) & (to_flood | is_internal | external)
     del parts
-    work = _bbox(flood, (1, 1, 1), flood.shape) if flood.any() else tuple(slice(0, 0) for _ in range(3))
-    edges = np.zeros(internal.shape, dtype=np.float32)
-    edges[work] = _edges(air.hu[work], sp)
+    flood = ndi.binary_dilation(to_flood, structure=_SIX) & (to_flood | is_own | external)
+    work = _bbox(flood, (1, 1, 1), flood.shape) if flood.any() else None
+    if work is not None:
+        edges[_shift(near, work)] = _edges(air.hu[near][work], sp)
     seconds["edges"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    markers = np.where(external, np.int32(3), internal.astype(np.int32))
-    if flood.any():
-        flooded = watershed(edges[work], markers[work] * flood[work], mask=flood[work])
-        sub = lungs[work]
-        won = flood[work] & (flooded != 3) & (flooded > 0)
-        sub[won] = flooded[won]
+    if work is not None:
+        markers = np.where(external[work], np.int32(3), own[work].astype(np.int32))
+        markers[~flood[work]] = 0
+        flooded = watershed(edges[_shift(near, work)], markers, mask=flood[work])
+        gained = to_flood[work] & ((flooded == LUNG_RIGHT) | (flooded == LUNG_LEFT))
+        won[work][gained] = flooded[gained]
     seconds["watershed"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
 
     def top_hat_and_holes(mask):
-        filled = ndi.binary_fill_holes(close_mm(mask, sp, tophat_mm))
+        filled = fill_holes(close_mm(mask, sp, tophat_mm))
         return dilate_mm(filled, sp, rim_mm) if rim_mm > 0 else filled
 
     mask = _per_lung(lungs, lungs, sp, tophat_mm + rim_mm, top_hat_and_holes)
     mask[air.outside] = 0
     seconds["tophat_fill"] = time.perf_counter() - t0
     info = {**air.info, "seconds": seconds}
-    return RefinedSteps(air.box, internal, external, edges, lungs, mask, ct, info)
+    params = {"inner_mm": inner_mm, "outer_mm": outer_mm, "tophat_mm": tophat_mm, "rim_mm": rim_mm}
+    return RefinedSteps(air.box, internal, edges, lungs, mask, ct, params, info)
+
+
+def _shift(box: Box, inner: Box) -> Box:
+    """``inner`` (relative to ``box``) as slices of the array that ``box`` cuts."""
+    return tuple(slice(b.start + i.start, b.start + i.stop) for b, i in zip(box, inner))
 
 
 def _check_refined(inner_mm, outer_mm, tophat_mm, rim_mm) -> None:
@@ -816,7 +851,7 @@ def refined_steps(
     RefinedSteps
     """
     _check_refined(inner_mm, outer_mm, tophat_mm, rim_mm)
-    air = lung_air(ct, margin_mm=max(outer_mm, tophat_mm + rim_mm), **air_params)
+    air = lung_air(ct, margin_mm=max(inner_mm + max(ct.spacing), tophat_mm + rim_mm), **air_params)
     return _refined(air, inner_mm, outer_mm, tophat_mm, rim_mm, ct)
 
 
@@ -861,7 +896,8 @@ def lung_masks(ct: Volume, **params) -> tuple[Volume, Volume, dict]:
     for name, value in cons_params.items():
         _check_radius(name, value)
     _check_refined(**ref_params)
-    margin = max(cons_params["closing_mm"], ref_params["outer_mm"], ref_params["tophat_mm"] + ref_params["rim_mm"])
+    margin = max(cons_params["closing_mm"], ref_params["inner_mm"] + max(ct.spacing),
+                 ref_params["tophat_mm"] + ref_params["rim_mm"])
     air = lung_air(ct, margin_mm=margin, **air_params)
     t0 = time.perf_counter()
     conservative = _full(ct, air.box, _conservative(air, **cons_params))
@@ -965,9 +1001,13 @@ MASK_FILES = {"conservative": "conservative.nii.gz", "refined": "refined.nii.gz"
 _RECORD = "segmentation.json"
 
 
-def _segment_scan(scan_id: str, ct_path: Path, final: Path, params: dict, threads: int) -> dict:
-    """Segment one scan of the scans stage into ``final`` (written atomically); its record."""
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+def _segment_scan(scan_id: str, ct_path: Path, final: Path, params: dict, threads: int | None = None) -> dict:
+    """Segment one scan of the scans stage into ``final`` (written atomically); its record.
+
+    ``threads``: SimpleITK threads of a worker process (the cores shared between the workers).
+    """
+    if threads is not None:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     t0 = time.perf_counter()
     try:
         ct = read_volume(ct_path)
@@ -1047,15 +1087,16 @@ def segment_cohort(
             records[scan_id] = {**json.loads(record_path.read_text()), "skipped": True}
         else:
             todo.append((scan_id, ct_path, out_dir / scan_id))
-    threads = max(1, (os.cpu_count() or 1) // n_jobs)
     bar = tqdm(total=len(todo), desc="lung masks", disable=not progress or not todo)
     try:
         if n_jobs == 1:
             for scan_id, ct_path, final in todo:
-                records[scan_id] = {**_segment_scan(scan_id, ct_path, final, params, threads), "skipped": False}
+                records[scan_id] = {**_segment_scan(scan_id, ct_path, final, params), "skipped": False}
                 bar.update()
         else:
-            with ProcessPoolExecutor(max_workers=n_jobs) as pool:
+            threads = max(1, (os.cpu_count() or 1) // n_jobs)
+            # Fresh interpreters ("spawn"): safe with the threads of SimpleITK and of a notebook.
+            with ProcessPoolExecutor(max_workers=n_jobs, mp_context=mp.get_context("spawn")) as pool:
                 futures = {pool.submit(_segment_scan, *job, params, threads): job[0] for job in todo}
                 for future in as_completed(futures):
                     records[futures[future]] = {**future.result(), "skipped": False}

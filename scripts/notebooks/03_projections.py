@@ -81,8 +81,6 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from IPython.display import display
-from tqdm.auto import tqdm
 
 from sapsam_utils.augment import augment_2d
 from sapsam_utils.cache import write_results
