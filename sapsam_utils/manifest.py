@@ -32,11 +32,11 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from .cache import atomic_file
 from .regions import LABEL_COLUMNS
 
 #: Identification columns, first in the manifest.
@@ -313,13 +313,6 @@ def write_manifest(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     if problems:
         raise ManifestError(path, problems)
     columns = [c for c in ALL_COLUMNS if c in text.columns]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         text[columns].to_csv(tmp, index=False, lineterminator="\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

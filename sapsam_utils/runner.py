@@ -178,14 +178,14 @@ def prepare_for_book(nb: nbformat.NotebookNode, profile: str, params: dict[str, 
 
 
 def _write_atomic(nb: nbformat.NotebookNode, path: Path) -> None:
+    """Write a notebook through a temporary sibling (normal file mode), renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.stem}-", suffix=".ipynb", dir=path.parent)
-    os.close(fd)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
         nbformat.write(nb, tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

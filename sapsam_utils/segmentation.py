@@ -454,7 +454,7 @@ def lung_air(
     lungs, split_depth = _right_and_left(air, spacing, min_lung_ml, max_split_mm)
     seconds["right_left"] = time.perf_counter() - t0
     info = {**airway_info, "split_depth_mm": split_depth,
-            "n_lungs": int(len(np.unique(lungs)) - 1), "seconds": seconds}
+            "n_lungs": int((lungs == LUNG_RIGHT).any()) + int((lungs == LUNG_LEFT).any()), "seconds": seconds}
     return LungAir(box, hu, lungs, outside, airway, spacing, info)
 
 
@@ -510,8 +510,9 @@ def _airways(hu, inside, candidates, spacing, airway_hu, max_airway_ml, core_mm,
         limit -= _AIRWAY_STEP_HU
     if lumen is None:
         warnings.warn(
-            f"the airway lumen below {airway_hu} HU leaks into the lungs (over {max_airway_ml} ml down to "
-            f"{_AIRWAY_LOWEST_HU} HU): the airways are not removed", stacklevel=3)
+            f"no airway lumen of at most {max_airway_ml} ml grows from the trachea below any threshold from "
+            f"{airway_hu} to {_AIRWAY_LOWEST_HU} HU (it leaks into the lungs): the airways are not removed",
+            stacklevel=3)
         return none, {"trachea_found": True, "airway_ml": 0.0, "airway_hu": None}
     # The opening keeps the thick airways (and drops the thin distal bronchi and any thin leak);
     # the wall's partial-volume voxels go with them.
@@ -604,9 +605,9 @@ def _right_and_left(air: np.ndarray, spacing, min_lung_ml: float, max_split_mm: 
 # ----------------------------------------------------------------------------------------------
 
 
-def _per_lung(labels: np.ndarray, owner: np.ndarray, spacing, margin_mm, step) -> np.ndarray:
-    """Apply ``step(mask) -> mask`` to each lung on its own box; a voxel claimed by both lungs
-    stays with the lung that ``owner`` gives it, or with neither."""
+def _per_lung(labels: np.ndarray, spacing, margin_mm, step) -> np.ndarray:
+    """Apply ``step(mask) -> mask`` to each lung on its own box (plus ``margin_mm``); a voxel that
+    both lungs claim stays with the lung it belonged to, or with neither."""
     out = np.zeros(labels.shape, dtype=np.uint8)
     claimed = {}
     for value in (LUNG_RIGHT, LUNG_LEFT):
@@ -620,7 +621,7 @@ def _per_lung(labels: np.ndarray, owner: np.ndarray, spacing, margin_mm, step) -
     if len(claimed) == 2:
         both = claimed[LUNG_RIGHT] & claimed[LUNG_LEFT]
         for value in claimed:
-            claimed[value] &= ~both | (owner == value)
+            claimed[value] &= ~both | (labels == value)
     for value, grown in claimed.items():
         out[grown] = value
     return out
@@ -632,7 +633,7 @@ def _conservative(air: LungAir, closing_mm: float, opening_mm: float) -> np.ndar
     def smooth(mask):
         return open_mm(close_mm(mask, sp, closing_mm), sp, opening_mm)
 
-    out = _per_lung(air.labels, air.labels, sp, closing_mm, smooth)
+    out = _per_lung(air.labels, sp, closing_mm, smooth)
     out[air.outside] = 0
     return out
 
@@ -655,7 +656,7 @@ def conservative_mask(
     ct: Volume,
     closing_mm: float = CONSERVATIVE_DEFAULTS["closing_mm"],
     opening_mm: float = CONSERVATIVE_DEFAULTS["opening_mm"],
-    **air_params,
+    **params,
 ) -> Volume:
     """The conservative lung mask: the lungs' air, closed then opened (paper §2.1).
 
@@ -665,14 +666,18 @@ def conservative_mask(
         CT in HU.
     closing_mm, opening_mm : float
         Radii of the closing (takes in small vessels) and of the opening (smooths the border).
-    **air_params
-        Parameters of :func:`lung_air` (``threshold_hu``, airway and split parameters).
+    **params
+        Parameters of :func:`lung_air` (``threshold_hu``, airway and split parameters). Those of
+        the refined mask are accepted and unused, so that one :func:`segmentation_params`
+        dictionary serves every function; an unknown name is a ``TypeError``.
 
     Returns
     -------
     Volume
         uint8 on the CT's grid: 0, ``LUNG_RIGHT``, ``LUNG_LEFT``.
     """
+    check_ct(ct)
+    air_params, _, _ = _split_params(params)
     _check_radius("closing_mm", closing_mm)
     _check_radius("opening_mm", opening_mm)
     air = lung_air(ct, margin_mm=closing_mm, **air_params)
@@ -798,7 +803,7 @@ def _refined(air: LungAir, inner_mm: float, outer_mm: float, tophat_mm: float, r
         filled = fill_holes(close_mm(mask, sp, tophat_mm))
         return dilate_mm(filled, sp, rim_mm) if rim_mm > 0 else filled
 
-    mask = _per_lung(lungs, lungs, sp, tophat_mm + rim_mm, top_hat_and_holes)
+    mask = _per_lung(lungs, sp, tophat_mm + rim_mm, top_hat_and_holes)
     mask[air.outside] = 0
     seconds["tophat_fill"] = time.perf_counter() - t0
     info = {**air.info, "seconds": seconds}
@@ -824,7 +829,7 @@ def refined_steps(
     outer_mm: float = REFINED_DEFAULTS["outer_mm"],
     tophat_mm: float = REFINED_DEFAULTS["tophat_mm"],
     rim_mm: float = REFINED_DEFAULTS["rim_mm"],
-    **air_params,
+    **params,
 ) -> RefinedSteps:
     """The refined lung mask with its intermediate steps (for the paper's Fig. 2 and timing).
 
@@ -843,13 +848,16 @@ def refined_steps(
         Optional margin added around each lung at the end (not in the paper; 0 = off). A
         pleural rind as dense as the chest wall is invisible to every other step; a margin takes
         it in at the price of a shell of chest wall (the chapter measures the trade-off).
-    **air_params
-        Parameters of :func:`lung_air`.
+    **params
+        Parameters of :func:`lung_air`; those of the conservative mask are accepted and unused
+        (one :func:`segmentation_params` dictionary serves every function).
 
     Returns
     -------
     RefinedSteps
     """
+    check_ct(ct)
+    air_params, _, _ = _split_params(params)
     _check_refined(inner_mm, outer_mm, tophat_mm, rim_mm)
     air = lung_air(ct, margin_mm=max(inner_mm + max(ct.spacing), tophat_mm + rim_mm), **air_params)
     return _refined(air, inner_mm, outer_mm, tophat_mm, rim_mm, ct)
@@ -890,6 +898,7 @@ def lung_masks(ct: Volume, **params) -> tuple[Volume, Volume, dict]:
     info : dict
         Diagnostics (:class:`LungAir` ``info``) with the time of each step.
     """
+    check_ct(ct)
     air_params, cons_params, ref_params = _split_params(params)
     cons_params = {**CONSERVATIVE_DEFAULTS, **cons_params}
     ref_params = {**REFINED_DEFAULTS, **ref_params}

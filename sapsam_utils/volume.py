@@ -15,12 +15,13 @@ This is what SimpleITK gives for an image reoriented with ``DICOMOrient(image, "
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+from .cache import atomic_file
 
 CANONICAL_ORIENTATION = "LPS"
 
@@ -118,15 +119,6 @@ def write_volume(volume: Volume, path: str | os.PathLike) -> Path:
     A reader never sees a half-written file, and an interrupted write leaves nothing behind.
     Only the voxels and the geometry are written: no patient metadata travels with them.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".nii.gz"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(to_sitk(volume), tmp, useCompression=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_file(path) as tmp:
+        sitk.WriteImage(to_sitk(volume), str(tmp), useCompression=True)
+    return Path(path)

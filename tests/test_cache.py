@@ -55,3 +55,12 @@ def test_results_are_flat_and_replaced(tmp_path):
     assert read_results(tmp_path, "01_cohort") == {"n_scans": 10}
     with pytest.raises(TypeError, match="scalar"):
         write_results(tmp_path, "01_cohort", {"table": [1, 2]})
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    path = write_results(tmp_path, "01_cohort", {"n": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

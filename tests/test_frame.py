@@ -6,11 +6,9 @@ import hashlib
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
 
 from conftest import results_cell
 from sapsam_utils import provenance, runner, summary

@@ -10,7 +10,6 @@ import ast
 import io
 import re
 import tokenize
-from pathlib import Path
 
 import nbformat
 import pytest

@@ -124,7 +124,7 @@ def test_all_24_labels_small_grid(small_all):
 def test_single_label(column):
     p = make_phantom({column: 1}, seed=5, **SMALL)
     assert_signs_where_labelled(p, {column: 1})
-    region, lab = column[:2], column[3:]
+    lab = column[3:]
     assert set(np.unique(p.signs.array)) - {0} <= CODES_OF[lab]
 
 

@@ -181,7 +181,7 @@ def toy_chest(touching: bool) -> tuple[Volume, np.ndarray]:
     shape, spacing = (40, 60, 80), (5.0, 4.0, 4.0)
     z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
     hu = np.full(shape, -1000, dtype=np.int16)
-    hu[((y - 30) / 27.0) ** 2 + ((x - 40) / 38.0) ** 2 < 1] = 40
+    hu[:, (((y - 30) / 27.0) ** 2 + ((x - 40) / 38.0) ** 2 < 1)[0]] = 40
     truth = np.zeros(shape, dtype=np.uint8)
     for value, cx in ((LUNG_RIGHT, 24), (LUNG_LEFT, 56)):
         truth[((z - 20) / 14.0) ** 2 + ((y - 30) / 18.0) ** 2 + ((x - cx) / 13.0) ** 2 < 1] = value
