@@ -131,8 +131,8 @@ A 35-voxel ball footprint is never built. The steps (`sapsam_utils.segmentation`
 
 1. **Lung air.** Threshold at `threshold_hu`; drop the air connected, within its axial slice, to
    the slice's edge (room air and scanner padding: per slice, because the trachea leaves the top
-   of the volume); keep the air spaces of at least 100 ml; find the trachea as a round air
-   section near the middle of the top slices, grow its lumen in 3-D (below −800 HU, lowered in
+   of the volume); keep the air spaces of at least 100 ml; find the trachea as an air section of
+   30–900 mm² near the middle of the top slices, grow its lumen in 3-D (below −800 HU, lowered in
    25 HU steps while the lumen is over 300 ml, i.e. leaks into the lung) and remove its thick part
    (opening by 3 mm: trachea, main and lobar bronchi) with 2 mm of wall. If the largest air space
    lies on both sides of the midline (the lungs touch), erode it until two cores appear, one on
