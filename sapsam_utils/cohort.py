@@ -53,7 +53,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Iterable
 
@@ -72,6 +71,7 @@ from .manifest import (
     source_kind,
     write_manifest,
 )
+from .parallel import map_jobs
 from .regions import LABEL_COLUMNS, LABELS, LUNG_LEFT, LUNG_RIGHT, REGIONS
 from .volume import Volume, write_volume
 
@@ -443,7 +443,9 @@ def build_scan(row: dict, manifest_dir: str | os.PathLike, scan_dir: str | os.Pa
         volumes: dict[str, Volume] = {}
         record = {"scan_id": row["scan_id"], "patient_id": row["patient_id"], "kind": kind}
         if kind == "phantom":
-            from .phantom import make_phantom  # the generator is only needed for phantom rows
+            from .phantom import (
+                make_phantom,  # the generator is only needed for phantom rows
+            )
 
             labels = {c: int(row[c]) for c in LABEL_COLUMNS}
             phantom = make_phantom(labels, phantom_seed(row["source"]), tuple(phantom_shape), tuple(phantom_spacing), difficulty)
@@ -513,8 +515,6 @@ def build_scans(manifest: pd.DataFrame, manifest_dir: str | os.PathLike, out_dir
     ScanBuildError
         For the first scan that fails, naming its scan_id and source; finished scans are kept.
     """
-    from tqdm.auto import tqdm
-
     out_dir = Path(out_dir)
     manifest_dir = Path(manifest_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -527,26 +527,10 @@ def build_scans(manifest: pd.DataFrame, manifest_dir: str | os.PathLike, out_dir
             records[row["scan_id"]] = (json.loads(record_path.read_text()), False)
         else:
             todo.append(row)
-    grid = dict(phantom_shape=tuple(phantom_shape), phantom_spacing=tuple(phantom_spacing), difficulty=difficulty)
-    bar = tqdm(total=len(todo), desc="scans", unit="scan", disable=not progress or not todo)
-    try:
-        if n_jobs <= 1 or len(todo) <= 1:
-            for row in todo:
-                records[row["scan_id"]] = (build_scan(row, manifest_dir, out_dir / row["scan_id"], **grid), True)
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=min(n_jobs, len(todo))) as pool:
-                futures = {pool.submit(build_scan, row, manifest_dir, out_dir / row["scan_id"], **grid): row for row in todo}
-                try:
-                    for future in as_completed(futures):
-                        records[futures[future]["scan_id"]] = (future.result(), True)
-                        bar.update()
-                except BaseException:
-                    for future in futures:
-                        future.cancel()
-                    raise
-    finally:
-        bar.close()
+    grid = (tuple(phantom_shape), tuple(phantom_spacing), difficulty)
+    jobs = [(row, manifest_dir, out_dir / row["scan_id"], *grid) for row in todo]
+    for job, record in map_jobs(build_scan, jobs, n_jobs, desc="scans", progress=progress):
+        records[job[0]["scan_id"]] = (record, True)
     return pd.DataFrame(
         [{"scan_id": sid, "kind": rec["kind"], "shape": tuple(rec["shape"]), "spacing": tuple(rec["spacing"]), "built": built}
          for sid, (rec, built) in ((s, records[s]) for s in cohort["scan_id"])]

@@ -41,7 +41,6 @@ import json
 import os
 import time
 import zipfile
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +49,7 @@ import pandas as pd
 
 from . import cache
 from .cohort import two_year_death
+from .parallel import map_jobs
 from .projections import AXES, ProjectionParams, ScanImages, project_volume
 from .regions import LABEL_COLUMNS, LABELS, REGIONS
 from .volume import read_volume
@@ -211,7 +211,6 @@ def preprocess_cohort(
         The stage folder and a table with one row per scan: ``scan_id``, ``done_now`` (False
         when found finished) and the seconds of each step (NaN for skipped scans).
     """
-    from tqdm.auto import tqdm
 
     masks_key, masks_dir, scans_dir = upstream_stages(workdir)
     stage = cache.stage_dir(workdir, "projections", params.as_dict(), upstream=masks_key)
@@ -223,26 +222,8 @@ def preprocess_cohort(
     todo = [s for s in cohort["scan_id"] if not (out_dir / f"{s}.npz").is_file()]
     rows = {s: {"scan_id": s, "done_now": False} for s in cohort["scan_id"]}
     args = [(s, scans_dir, masks_dir, out_dir / f"{s}.npz", params.as_dict(), n_threads) for s in todo]
-    bar = tqdm(total=len(todo), desc="projections", unit="scan", disable=not progress or not todo)
-    try:
-        if n_jobs <= 1 or len(todo) <= 1:
-            for a in args:
-                rows[a[0]].update(project_scan_files(*a), done_now=True)
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=min(n_jobs, len(todo))) as pool:
-                futures = [pool.submit(project_scan_files, *a) for a in args]
-                try:
-                    for future in as_completed(futures):
-                        result = future.result()
-                        rows[result["scan_id"]].update(result, done_now=True)
-                        bar.update()
-                except BaseException:
-                    for future in futures:
-                        future.cancel()
-                    raise
-    finally:
-        bar.close()
+    for _, result in map_jobs(project_scan_files, args, n_jobs, desc="projections", progress=progress):
+        rows[result["scan_id"]].update(result, done_now=True)
     return stage, pd.DataFrame(list(rows.values()))
 
 

@@ -76,11 +76,9 @@ Nothing of either mask is outside the body (it is clipped to the voxels that are
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,10 +87,16 @@ import pandas as pd
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
-from tqdm.auto import tqdm
 
 from .cache import atomic_dir, write_json
-from .metrics import dice, inside_share, per_label_dice, per_label_inside_share, volume_ml
+from .metrics import (
+    dice,
+    inside_share,
+    per_label_dice,
+    per_label_inside_share,
+    volume_ml,
+)
+from .parallel import map_jobs
 from .regions import CAVITY_LUMEN, LUNG_LEFT, LUNG_RIGHT, SIGN_CODES
 from .volume import Volume, read_volume, write_volume
 
@@ -1096,22 +1100,11 @@ def segment_cohort(
             records[scan_id] = {**json.loads(record_path.read_text()), "skipped": True}
         else:
             todo.append((scan_id, ct_path, out_dir / scan_id))
-    bar = tqdm(total=len(todo), desc="lung masks", disable=not progress or not todo)
-    try:
-        if n_jobs == 1:
-            for scan_id, ct_path, final in todo:
-                records[scan_id] = {**_segment_scan(scan_id, ct_path, final, params), "skipped": False}
-                bar.update()
-        else:
-            threads = max(1, (os.cpu_count() or 1) // n_jobs)
-            # Fresh interpreters ("spawn"): safe with the threads of SimpleITK and of a notebook.
-            with ProcessPoolExecutor(max_workers=n_jobs, mp_context=mp.get_context("spawn")) as pool:
-                futures = {pool.submit(_segment_scan, *job, params, threads): job[0] for job in todo}
-                for future in as_completed(futures):
-                    records[futures[future]] = {**future.result(), "skipped": False}
-                    bar.update()
-    finally:
-        bar.close()
+    # Each worker gets its share of the cores for SimpleITK's threads.
+    threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    jobs = [(*job, params, threads) for job in todo]
+    for job, record in map_jobs(_segment_scan, jobs, n_jobs, desc="lung masks", progress=progress):
+        records[job[0]] = {**record, "skipped": False}
     return pd.DataFrame([records[s] for s in scan_ids])
 
 
