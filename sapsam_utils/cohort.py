@@ -5,9 +5,11 @@ Cohort simulator (:func:`simulate_cohort`)
 The paper's cohort is private; this module writes a manifest of a cohort shaped like it:
 172 patients and 352 CT studies, of which 76 control studies (76 patients, one scan each, no
 sign) and 276 CPA studies from 96 patients with 1-8 longitudinal scans each over up to 12 years.
-Every scan's ``source`` is ``phantom:<seed>``: :func:`sapsam_utils.phantom.make_phantom` turns the
-row's labels into a CT with voxel-exact truth. Ids are pseudonymous (``P0001``, ``S0001``), dates
-ISO. Everything follows from one ``seed``.
+Every scan's ``source`` is ``phantom:<anatomy_seed>:<seed>``: :func:`sapsam_utils.phantom.make_phantom`
+turns the row's labels into a CT with voxel-exact truth. A patient's scans share the anatomy seed
+(the seed of their first scan), so they show one body and one pair of lungs, as real longitudinal
+scans do; the scan's own seed places its signs and draws its noise. Ids are pseudonymous
+(``P0001``, ``S0001``), dates ISO. Everything follows from one ``seed``.
 
 *Signs at the first scan.* Each CPA patient has a severity ``s ~ N(0, 1)``. At the first scan the
 probability of a sign in a sub-region is ``sigmoid(logit(p[sign][level] * side[side]) + 0.8 s)``
@@ -66,7 +68,7 @@ from .manifest import (
     OPTIONAL_COLUMNS,
     PHANTOM_PREFIX,
     normalise,
-    phantom_seed,
+    phantom_seeds,
     resolve_path,
     source_kind,
     write_manifest,
@@ -237,7 +239,8 @@ def simulate_cohort(
     -------
     pandas.DataFrame
         A valid manifest (columns :data:`~sapsam_utils.manifest.ALL_COLUMNS`), one row per scan,
-        sorted by patient and date; ``source`` is ``phantom:<seed>``.
+        sorted by patient and date; ``source`` is ``phantom:<anatomy_seed>:<seed>``, the anatomy
+        seed being the seed of the patient's first scan.
     """
     rng = np.random.default_rng([seed, 1902])
     first, last = _day(SCAN_WINDOW[0]), _day(SCAN_WINDOW[1])
@@ -284,7 +287,10 @@ def simulate_cohort(
                          **labels, "death_date": death_date, "last_followup_date": followup})
     table = pd.DataFrame(rows).sort_values(["patient_id", "scan_date"], kind="stable").reset_index(drop=True)
     table.insert(1, "scan_id", [f"S{i:04d}" for i in range(1, len(table) + 1)])
-    table.insert(3, "source", [f"{PHANTOM_PREFIX}{seed * 100000 + i}" for i in range(1, len(table) + 1)])
+    # Seeds come from the row number, not from rng, so the labels and dates do not depend on them.
+    scan_seeds = pd.Series([seed * 100000 + i for i in range(1, len(table) + 1)], index=table.index)
+    anatomy_seeds = scan_seeds.groupby(table["patient_id"]).transform("first")  # rows are in date order
+    table.insert(3, "source", [f"{PHANTOM_PREFIX}{a}:{s}" for a, s in zip(anatomy_seeds, scan_seeds)])
     for column in OPTIONAL_COLUMNS:
         table[column] = ""
     return normalise(table[list(ALL_COLUMNS)])
@@ -448,12 +454,14 @@ def build_scan(row: dict, manifest_dir: str | os.PathLike, scan_dir: str | os.Pa
             )
 
             labels = {c: int(row[c]) for c in LABEL_COLUMNS}
-            phantom = make_phantom(labels, phantom_seed(row["source"]), tuple(phantom_shape), tuple(phantom_spacing), difficulty)
+            anatomy_seed, seed = phantom_seeds(row["source"])
+            phantom = make_phantom(labels, seed, tuple(phantom_shape), tuple(phantom_spacing), difficulty,
+                                   anatomy_seed=anatomy_seed)
             if phantom.labels != labels:
                 wrong = [c for c in LABEL_COLUMNS if phantom.labels[c] != labels[c]]
                 raise ValueError(f"the phantom's truth disagrees with the manifest labels: {', '.join(wrong)}")
             volumes = {"ct": phantom.ct, "truth_lungs": phantom.lungs, "truth_signs": phantom.signs}
-            record["phantom"] = {"seed": phantom_seed(row["source"]), "difficulty": float(difficulty),
+            record["phantom"] = {"anatomy_seed": anatomy_seed, "seed": seed, "difficulty": float(difficulty),
                                  "details": phantom.details}
         else:
             volumes["ct"] = load_source(row["source"], manifest_dir)

@@ -9,9 +9,12 @@ One row per CT study. Columns, in this order:
 * ``death_date`` (ISO date, blank if alive at last follow-up), ``last_followup_date`` (ISO date);
 * optional ``lung_mask`` and ``lesion_mask``: label volumes on the scan's grid (blank when absent).
 
-``source`` is a DICOM series folder, a NIfTI file (``.nii`` / ``.nii.gz``) or ``phantom:<seed>``
-(a synthetic scan made by :mod:`sapsam_utils.phantom` from the row's labels). Relative paths in
-``source``, ``lung_mask`` and ``lesion_mask`` are relative to the manifest file's folder.
+``source`` is a DICOM series folder, a NIfTI file (``.nii`` / ``.nii.gz``), or a synthetic scan
+made by :mod:`sapsam_utils.phantom` from the row's labels: ``phantom:<anatomy_seed>:<seed>``
+(the patient's anatomy, then the scan's own signs and noise: a patient's scans share the first
+number) or ``phantom:<seed>`` (short for ``phantom:<seed>:<seed>``); the seeds are non-negative
+integers. Relative paths in ``source``, ``lung_mask`` and ``lesion_mask`` are relative to the
+manifest file's folder.
 
 Rules that :func:`validate_manifest` checks (every broken one is reported, row by row):
 
@@ -51,14 +54,15 @@ OPTIONAL_COLUMNS = ("lung_mask", "lesion_mask")
 ALL_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 #: Allowed values of ``group``.
 GROUPS = ("control", "cpa")
-#: Prefix of a synthetic source: ``phantom:<seed>``.
+#: Prefix of a synthetic source: ``phantom:<seed>`` or ``phantom:<anatomy_seed>:<seed>``.
 PHANTOM_PREFIX = "phantom:"
 #: File endings accepted for a NIfTI source or label volume.
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 _SCAN_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_PHANTOM = re.compile(r"^phantom:(\d+)$")
+_PHANTOM = re.compile(r"^phantom:(\d+)(?::(\d+))?$")
+_PHANTOM_FORMS = "phantom:<seed> or phantom:<anatomy_seed>:<seed> (non-negative integers)"
 
 
 class ManifestError(ValueError):
@@ -71,10 +75,17 @@ class ManifestError(ValueError):
         super().__init__(f"{self.path}: {len(self.problems)} problem(s) in the manifest:\n{lines}")
 
 
-def phantom_seed(source: str) -> int | None:
-    """The seed of a ``phantom:<seed>`` source, or None for a file source."""
+def phantom_seeds(source: str) -> tuple[int, int] | None:
+    """The seeds ``(anatomy_seed, seed)`` of a phantom source, or None for anything else.
+
+    ``phantom:<anatomy_seed>:<seed>`` gives both; ``phantom:<seed>`` gives ``(seed, seed)``.
+    None for a file source and for a malformed ``phantom:`` source (see :func:`source_kind`).
+    """
     match = _PHANTOM.match(str(source).strip())
-    return int(match.group(1)) if match else None
+    if not match:
+        return None
+    anatomy, scan = match.groups()
+    return (int(anatomy), int(scan if scan is not None else anatomy))
 
 
 def source_kind(source: str, base_dir: str | os.PathLike = ".") -> str:
@@ -87,8 +98,8 @@ def source_kind(source: str, base_dir: str | os.PathLike = ".") -> str:
     """
     source = str(source).strip()
     if source.startswith(PHANTOM_PREFIX):
-        if phantom_seed(source) is None:
-            raise ValueError(f"source '{source}' is not of the form phantom:<non-negative integer>")
+        if phantom_seeds(source) is None:
+            raise ValueError(f"source '{source}' is not of the form {_PHANTOM_FORMS}")
         return "phantom"
     path = resolve_path(source, base_dir)
     if path.is_dir():
@@ -172,8 +183,8 @@ def _row_problems(row: dict[str, str], base_dir: Path | None) -> list[str]:
 
     source = row["source"]
     if source.startswith(PHANTOM_PREFIX):
-        if phantom_seed(source) is None:
-            problems.append(f"source '{source}' is not of the form phantom:<non-negative integer>")
+        if phantom_seeds(source) is None:
+            problems.append(f"source '{source}' is not of the form {_PHANTOM_FORMS}")
         for region in sorted({c.split("_", 1)[0] for c in signs}):
             if row[f"{region}_fungus_ball"] == "1" and row[f"{region}_cavity"] != "1":
                 problems.append(f"{region}_fungus_ball without {region}_cavity (a phantom's fungus ball lies in a cavity)")

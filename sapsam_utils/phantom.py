@@ -4,6 +4,16 @@
 and a seed into a chest CT in Hounsfield units together with its truth: the lung envelope (right /
 left), one label volume of the signs, and the labels that the signs imply.
 
+Two seeds
+---------
+What belongs to the patient comes from ``anatomy_seed``: the body plan (:func:`draw_anatomy`),
+hence the body, the lung envelope, the mediastinum, the spine and the airways; the parenchymal
+texture; the vessel trees; the kind of pre-existing condition (:func:`preexisting_kind`). What
+belongs to one scan comes from ``seed``: where and how each sign is drawn, and the scanner
+noise. The longitudinal scans of one patient therefore share one ``anatomy_seed`` and differ in
+``seed`` (``phantom:<anatomy_seed>:<seed>`` in the manifest, :mod:`sapsam_utils.manifest`):
+same body and lungs, signs that come and go. ``anatomy_seed`` defaults to ``seed``.
+
 How a phantom is built
 ----------------------
 Everything is defined in millimetres in a patient frame centred on the field of view (FOV), so a
@@ -13,7 +23,7 @@ back, ``x`` from the patient's right to left, so the right lung lies at low ``x`
 
 1. **Patient** (:func:`draw_anatomy`): thoracic cavity size, fat and muscle thickness, lung
    height, dome heights, heart, mediastinum widths, spine, aorta, trachea, carina, ribs and
-   stomach are drawn from the seed (lengths in mm; the lungs hold about 4-7 litres).
+   stomach are drawn from the anatomy seed (lengths in mm; the lungs hold about 4-7 litres).
 2. **Body**: a superellipse outline (a rounded rectangle, narrowing to the neck above the
    lungs) with subcutaneous fat and a muscle layer; ribs (bands of cortical bone around marrow
    in the chest wall, descending towards the front, with costal cartilage in front); sternum;
@@ -121,7 +131,7 @@ from .volume import Volume
 
 #: Fraction of the lung box's extent that a sign keeps away from each inner cut of the box.
 REGION_MARGIN = 0.08
-#: Kinds of pre-existing condition; one per patient, picked by the seed.
+#: Kinds of pre-existing condition; one per patient, picked by the anatomy seed.
 PREEXISTING_KINDS = ("emphysema", "consolidation", "ground_glass", "bronchiectasis")
 
 # Tissue classes of the anatomy, mapped to HU by _TISSUE_HU.
@@ -204,7 +214,6 @@ class Anatomy:
     carina_z: float
     rib_pitch: float
     rib_slope: float  # how much the ribs descend (mm of z) per mm towards the front
-    texture_seed: int
 
 
 def draw_anatomy(seed: int) -> Anatomy:
@@ -258,7 +267,7 @@ def draw_anatomy(seed: int) -> Anatomy:
         disc_pitch=u(24.0, 28.0), aorta_r=aorta_r, aorta_x=midline + spine_r + 0.4 * aorta_r,
         aorta_y=spine_y - 0.9 * spine_r, trachea_r=trachea_r,
         trachea_y=spine_y - spine_r - 14.0 - trachea_r, carina_z=z_top - u(75.0, 95.0),
-        rib_pitch=u(24.0, 29.0), rib_slope=u(0.3, 0.5), texture_seed=int(rng.integers(2**31)),
+        rib_pitch=u(24.0, 29.0), rib_slope=u(0.3, 0.5),
     )
 
 
@@ -1012,10 +1021,10 @@ def _plant_rind(rng, ctx, hu, signs, allowed, upper, details):
     details.append(("pleural_thickening", info))
 
 
-def _plant_signs(labels, seed, ctx, hu, signs, box) -> dict:
-    """Plant every requested sign; returns the details of what was planted."""
+def _plant_signs(labels, seed, kind, ctx, hu, signs, box) -> dict:
+    """Plant every requested sign (pre-existing ones of ``kind``); returns what was planted."""
     regions = region_slices(signs.shape, box)
-    details = {"preexisting_kind": preexisting_kind(seed), "signs": {}}
+    details = {"preexisting_kind": kind, "signs": {}}
     for i, name in enumerate(REGIONS):
         wanted = {lab for lab in LABELS if labels[f"{name}_{lab}"]}
         if not wanted:
@@ -1043,7 +1052,7 @@ def _plant_signs(labels, seed, ctx, hu, signs, box) -> dict:
 
 
 def preexisting_kind(seed: int) -> str:
-    """The pre-existing condition (:data:`PREEXISTING_KINDS`) of the patient with this seed."""
+    """The pre-existing condition (:data:`PREEXISTING_KINDS`) of the patient with this anatomy seed."""
     return PREEXISTING_KINDS[int(np.random.default_rng([seed, 2]).integers(len(PREEXISTING_KINDS)))]
 
 
@@ -1076,6 +1085,7 @@ def make_phantom(
     noise_hu: float = 22.0,
     blur_mm: float = 0.7,
     n_vessel_points: int = 800,
+    anatomy_seed: int | None = None,
 ) -> Phantom:
     """Generate a synthetic chest CT with its voxel-exact truth.
 
@@ -1085,7 +1095,7 @@ def make_phantom(
         Some of the 24 :data:`~sapsam_utils.regions.LABEL_COLUMNS` -> 0/1; missing ones count as
         0. ``<region>_fungus_ball = 1`` requires ``<region>_cavity = 1``.
     seed : int
-        Patient seed (>= 0): the anatomy, the sign placement and the noise all follow from it.
+        Scan seed (>= 0): where and how the signs are drawn, and the scanner noise.
     shape : tuple of int
         Grid ``(z, y, x)``.
     spacing : tuple of float
@@ -1101,6 +1111,10 @@ def make_phantom(
         has almost no effect.
     n_vessel_points : int
         Target points per lung of the vessel tree (about twice as many tube segments).
+    anatomy_seed : int or None
+        Patient seed (>= 0): the body plan, lung envelope, airways, vessels, parenchymal texture
+        and kind of pre-existing condition (see "Two seeds" in the module docstring). None: ``seed``.
+        Two calls with the same ``anatomy_seed`` and grid give the same ``lungs`` and ``tissue``.
 
     Returns
     -------
@@ -1113,8 +1127,11 @@ def make_phantom(
         shape, spacing or difficulty.
     """
     labels = _check_labels(labels)
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if anatomy_seed is None:
+        anatomy_seed = seed
+    for name, value in (("seed", seed), ("anatomy_seed", anatomy_seed)):
+        if not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     shape = tuple(int(n) for n in shape)
     spacing = tuple(float(s) for s in spacing)
     if len(shape) != 3 or min(shape) < 8:
@@ -1123,8 +1140,8 @@ def make_phantom(
         raise ValueError(f"spacing must be three positive sizes in mm, got {spacing}")
     if not difficulty > 0:
         raise ValueError(f"difficulty must be > 0, got {difficulty}")
-    seed = int(seed)
-    anat = draw_anatomy(seed)
+    seed, anatomy_seed = int(seed), int(anatomy_seed)
+    anat = draw_anatomy(anatomy_seed)
     axes = grid_axes(shape, spacing)
     h = max(spacing)
 
@@ -1137,7 +1154,7 @@ def make_phantom(
     hu = _TISSUE_HU[tissue]
 
     # Parenchyma: texture and the gravity gradient (denser towards the back), lung only.
-    tex_rng = np.random.default_rng([seed, 3])
+    tex_rng = np.random.default_rng([anatomy_seed, 3])
     box = lung_box(env)
     tex = smooth_field(tex_rng, tuple(s.stop - s.start for s in box), spacing, 14.0)
     gradient = 30.0 * (axes[1][box[1]] - anat.cav_cy) / anat.cav_ay
@@ -1155,7 +1172,7 @@ def make_phantom(
     for a, b, r, wall in _airway_tubes(anat, hila):
         _paint_tube(hu, None, axes, a, b, r + wall, 30.0, h)
         _paint_tube(hu, None, axes, a, b, r, -1000.0, h)
-    vessel_rng = np.random.default_rng([seed, 4])
+    vessel_rng = np.random.default_rng([anatomy_seed, 4])
     for value, hilum in zip((LUNG_RIGHT, LUNG_LEFT), hila):
         pts = _lung_points(lattice_env, lattice, value)
         side = -1 if value == LUNG_RIGHT else 1
@@ -1172,7 +1189,8 @@ def make_phantom(
 
     signs = np.zeros(shape, dtype=np.uint8)
     size = difficulty**-0.5
-    details = {"preexisting_kind": preexisting_kind(seed), "signs": {}}
+    kind = preexisting_kind(anatomy_seed)
+    details = {"preexisting_kind": kind, "signs": {}}
     if any(labels.values()):
         step = tuple(max(1, int(round(5.0 / s))) for s in spacing)
         coarse = lung[:: step[0], :: step[1], :: step[2]]
@@ -1180,7 +1198,7 @@ def make_phantom(
         # pleural surface (the distance transform does not count the array's edge as outside).
         coarse_dist = ndimage.distance_transform_edt(coarse, sampling=[c * s for c, s in zip(step, spacing)])
         ctx = _Context(axes, spacing, lung, step, coarse_dist, h, size, min(1.0, size), anat.midline)
-        details = _plant_signs(labels, seed, ctx, hu, signs, box)
+        details = _plant_signs(labels, seed, kind, ctx, hu, signs, box)
 
     hu = _blur(hu, spacing, blur_mm)
     noise_rng = np.random.default_rng([seed, 5])
@@ -1193,7 +1211,7 @@ def make_phantom(
     got = region_labels(signs, region_map(shape, box))
     if got != labels:
         diff = {k: (labels[k], got[k]) for k in labels if labels[k] != got[k]}
-        raise RuntimeError(f"phantom seed {seed}: planted signs disagree with the labels {diff}")
+        raise RuntimeError(f"phantom seeds {anatomy_seed}:{seed}: planted signs disagree with the labels {diff}")
     return Phantom(
         ct=Volume(ct, spacing, origin),
         lungs=Volume(env, spacing, origin),

@@ -21,7 +21,7 @@ from sapsam_utils.cohort import (
     simulate_cohort,
     two_year_death,
 )
-from sapsam_utils.manifest import ALL_COLUMNS, normalise, read_manifest, write_manifest
+from sapsam_utils.manifest import ALL_COLUMNS, normalise, phantom_seeds, read_manifest, write_manifest
 from sapsam_utils.paths import project_path, shared_ct_dir
 from sapsam_utils.realism import body_mask, body_size_mm, hu_distance, lung_estimate, realism_measures
 from sapsam_utils.regions import LABEL_COLUMNS, LABELS, REGIONS, lung_box, region_labels, region_map
@@ -45,7 +45,7 @@ def test_cohort_has_the_papers_counts(cohort):
     assert (s["cpa_patients"], s["cpa_scans"]) == (96, 276)
     assert (s["cpa_scans_per_patient_min"], s["cpa_scans_per_patient_max"]) == (1, 8)
     assert 8 <= s["cpa_scan_span_years_max"] <= 12.0
-    assert cohort["scan_id"].is_unique and cohort["source"].str.fullmatch(r"phantom:\d+").all()
+    assert cohort["scan_id"].is_unique and cohort["source"].str.fullmatch(r"phantom:\d+:\d+").all()
     assert cohort["source"].is_unique  # every scan its own phantom
 
 
@@ -54,6 +54,31 @@ def test_cohort_is_a_valid_manifest_and_the_committed_one(cohort, tmp_path):
     pd.testing.assert_frame_equal(read_manifest(path), cohort)
     committed = read_manifest(project_path("data_manifest.csv"))
     pd.testing.assert_frame_equal(committed, cohort)  # data_manifest.csv is simulate_cohort(0)
+
+
+def test_a_patients_scans_share_one_anatomy(cohort):
+    seeds = pd.DataFrame([phantom_seeds(s) for s in cohort["source"]], columns=["anatomy", "scan"], index=cohort.index)
+    anatomy = seeds["anatomy"].groupby(cohort["patient_id"])
+    assert (anatomy.nunique() == 1).all()  # one body per patient
+    assert anatomy.first().is_unique  # a body of their own
+    assert seeds["scan"].is_unique  # each scan its own signs and noise
+    first_scan = seeds["scan"].groupby(cohort["patient_id"]).first()
+    pd.testing.assert_series_equal(anatomy.first(), first_scan, check_names=False)  # the first scan's seed
+    assert (cohort.groupby("patient_id").size() > 1).sum() >= 50  # so the sharing is exercised
+
+
+def test_built_scans_of_one_patient_share_the_lungs(cohort, tmp_path):
+    per_patient = cohort.groupby("patient_id")["scan_id"].transform("size")
+    patient = cohort.loc[per_patient > 1, "patient_id"].iloc[0]
+    rows = pd.concat([cohort[cohort["patient_id"] == patient].iloc[:2],
+                      cohort[cohort["patient_id"] != patient].iloc[:1]])
+    build_scans(rows, tmp_path, tmp_path / "scans", **TINY, n_jobs=1, progress=False)
+    lungs = [read_volume(tmp_path / "scans" / sid / "truth_lungs.nii.gz").array for sid in rows["scan_id"]]
+    ct = [read_volume(tmp_path / "scans" / sid / "ct.nii.gz").array for sid in rows["scan_id"]]
+    assert np.array_equal(lungs[0], lungs[1]) and not np.array_equal(ct[0], ct[1])
+    assert not np.array_equal(lungs[0], lungs[2])
+    records = [json.loads((tmp_path / "scans" / sid / "scan.json").read_text()) for sid in rows["scan_id"]]
+    assert [r["phantom"]["anatomy_seed"] for r in records[:2]] == [phantom_seeds(rows["source"].iloc[0])[0]] * 2
 
 
 def test_cohort_is_deterministic_by_seed(cohort):

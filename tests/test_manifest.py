@@ -9,7 +9,7 @@ from sapsam_utils.manifest import (
     ALL_COLUMNS,
     REQUIRED_COLUMNS,
     ManifestError,
-    phantom_seed,
+    phantom_seeds,
     read_manifest,
     row_paths,
     source_kind,
@@ -93,7 +93,7 @@ def test_every_bad_row_is_listed_with_its_number_and_scan_id(tmp_path):
         7: "scan_date 2013-01-01 is after last_followup_date 2012-01-01",
         8: "last_followup_date 2012-01-01 is after death_date 2009-01-01",
         9: "does not exist",
-        10: "not of the form phantom:<non-negative integer>",
+        10: "not of the form phantom:<seed> or phantom:<anatomy_seed>:<seed>",
         11: "RL_fungus_ball without RL_cavity",
         12: "lesion_mask",
         13: "patient P1 has death_date/last_followup_date blank/2013-01-01, but blank/2012-01-01 on row 1",
@@ -139,7 +139,7 @@ def test_paths_are_relative_to_the_manifest_folder(tmp_path):
     path = _write_csv(folder, rows)
     assert len(read_manifest(path)) == 2
     assert source_kind("scans/a", folder) == "dicom" and source_kind("scans/a.nii", folder) == "nifti"
-    assert source_kind("phantom:3") == "phantom" and phantom_seed("phantom:3") == 3
+    assert source_kind("phantom:3") == "phantom" and source_kind("phantom:3:4") == "phantom"
     # the same manifest elsewhere does not find its files
     moved = tmp_path / "moved.csv"
     moved.write_text(path.read_text())
@@ -175,3 +175,23 @@ def test_the_public_ct_manifest_validates():
     assert (table["group"] == "control").all() and table[list(LABEL_COLUMNS)].to_numpy().sum() == 0
     kinds = [source_kind(s, project_path("manifests")) for s in table["source"]]
     assert kinds == ["nifti", "nifti", "nifti", "dicom"]
+
+
+def test_phantom_sources_of_both_forms(tmp_path):
+    assert phantom_seeds("phantom:3") == (3, 3)  # short for phantom:3:3
+    assert phantom_seeds("phantom:12:345") == (12, 345)  # the patient's anatomy, then the scan
+    assert phantom_seeds("scans/a.nii") is None
+    good = [_row(source="phantom:3"), _row(scan_id="S2", source="phantom:3:4")]
+    assert read_manifest(_write_csv(tmp_path, good))["source"].tolist() == ["phantom:3", "phantom:3:4"]
+    bad = ["phantom:", "phantom:a:1", "phantom:1:2:3", "phantom:-1", "phantom:1:"]
+    rows = [_row(scan_id=f"B{i}", source=source) for i, source in enumerate(bad, start=1)]
+    with pytest.raises(ManifestError) as err:
+        read_manifest(_write_csv(tmp_path, rows, name="bad.csv"))
+    assert len(err.value.problems) == len(bad)
+    for number, source in enumerate(bad, start=1):
+        expected = (f"row {number} (scan_id 'B{number}'): source '{source}' is not of the form "
+                    "phantom:<seed> or phantom:<anatomy_seed>:<seed>")
+        assert any(p.startswith(expected) for p in err.value.problems), (source, err.value.problems)
+        assert phantom_seeds(source) is None
+        with pytest.raises(ValueError, match="not of the form phantom:<seed> or"):
+            source_kind(source)

@@ -242,6 +242,30 @@ def test_deterministic_by_seed():
     assert not np.array_equal(a.ct.array, c.ct.array)
 
 
+def test_anatomy_seed_fixes_the_patient_and_seed_the_scan():
+    labels = {"RU_cavity": 1, "LU_pleural_thickening": 1, "RM_preexisting": 1}
+    first = make_phantom(labels, 31, anatomy_seed=7, **TINY)
+    later = make_phantom(labels, 32, anatomy_seed=7, **TINY)
+    np.testing.assert_array_equal(first.lungs.array, later.lungs.array)
+    np.testing.assert_array_equal(first.tissue.array, later.tissue.array)
+    assert first.details["preexisting_kind"] == later.details["preexisting_kind"] == preexisting_kind(7)
+    assert not np.array_equal(first.signs.array, later.signs.array)  # the scan seed places the signs
+    assert_signs_where_labelled(later, labels)
+    # Without signs and noise, two scans of one patient are the same image (texture, vessels,
+    # airways are the patient's); with noise they differ by the noise alone.
+    quiet = [make_phantom({}, s, anatomy_seed=7, noise_hu=0.0, **TINY).ct.array for s in (31, 32)]
+    np.testing.assert_array_equal(quiet[0], quiet[1])
+    noisy = [make_phantom({}, s, anatomy_seed=7, **TINY).ct.array.astype(float) for s in (31, 32)]
+    muscle = first.tissue.array == TISSUES["muscle"]
+    diff = noisy[0][muscle] - noisy[1][muscle]
+    assert 10.0 < diff.std() < 60.0 and abs(diff.mean()) < 3.0  # noise: ~22 HU each, lightly smoothed
+    other = make_phantom(labels, 31, anatomy_seed=8, **TINY)
+    assert not np.array_equal(first.lungs.array, other.lungs.array)
+    # anatomy_seed defaults to seed
+    np.testing.assert_array_equal(make_phantom(labels, 31, **TINY).ct.array,
+                                  make_phantom(labels, 31, anatomy_seed=31, **TINY).ct.array)
+
+
 def test_difficulty_shrinks_signs_and_adds_noise():
     labels = {"RU_cavity": 1, "LU_pleural_thickening": 1, "RM_preexisting": 1}
     easy = make_phantom(labels, 2, difficulty=0.5, **SMALL)
@@ -274,7 +298,8 @@ def test_fungus_ball_needs_cavity_label():
 
 @pytest.mark.parametrize(
     "bad",
-    [dict(seed=-1), dict(seed=1.5), dict(difficulty=0.0), dict(spacing=(0, 1, 1)), dict(shape=(4, 64, 64))],
+    [dict(seed=-1), dict(seed=1.5), dict(anatomy_seed=-1), dict(anatomy_seed="3"), dict(difficulty=0.0),
+     dict(spacing=(0, 1, 1)), dict(shape=(4, 64, 64))],
 )
 def test_bad_arguments_rejected(bad):
     args = dict(labels={}, seed=0, **TINY)
