@@ -38,7 +38,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .manifest import resolve_path, source_kind
-from .volume import Volume, from_sitk
+from .volume import Volume, from_sitk, read_volume
 
 #: The lowest HU value kept: air. Padding and anything darker is set to it.
 AIR_HU = -1024
@@ -77,8 +77,7 @@ def load_source(source: str | os.PathLike, base_dir: str | os.PathLike = ".") ->
     """
     path = resolve_path(source, base_dir)
     kind = _file_kind(path)
-    image = read_dicom_series(path) if kind == "dicom" else _read_nifti(path)
-    volume = from_sitk(image)
+    volume = _read(path, kind)
     array = volume.array
     if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
@@ -115,7 +114,7 @@ def load_label(path: str | os.PathLike, base_dir: str | os.PathLike, like: Volum
     """
     path = resolve_path(path, base_dir)
     kind = _file_kind(path)
-    volume = from_sitk(read_dicom_series(path) if kind == "dicom" else _read_nifti(path))
+    volume = _read(path, kind)
     array = volume.array
     if array.size and (array.min() < 0 or array.max() > 255 or not np.array_equal(array, np.rint(array))):
         raise LoadError(f"{path}: a label volume holds integers 0..255, found values in [{array.min()}, {array.max()}]")
@@ -135,16 +134,14 @@ def _file_kind(path: Path) -> str:
         raise LoadError(str(err)) from err
 
 
-def _read_nifti(path: Path) -> sitk.Image:
+def _read(path: Path, kind: str) -> Volume:
+    """A DICOM series or a NIfTI file as a canonical :class:`Volume`; errors as :class:`LoadError`."""
+    if kind == "dicom":
+        return from_sitk(read_dicom_series(path))
     try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        raise LoadError(f"{path}: not a readable NIfTI file ({_last_line(err)})") from err
-    if image.GetDimension() != 3:
-        raise LoadError(f"{path}: expected a 3-D volume, got a {image.GetDimension()}-D image of size {image.GetSize()}")
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise LoadError(f"{path}: expected one value per voxel, got {image.GetNumberOfComponentsPerPixel()}")
-    return image
+        return read_volume(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise LoadError(str(err)) from err
 
 
 def _last_line(err: Exception) -> str:

@@ -109,7 +109,9 @@ def read_volume(path: str | os.PathLike) -> Volume:
     except RuntimeError as err:
         raise ValueError(f"{path}: not a readable image ({str(err).strip().splitlines()[-1]})") from err
     if image.GetDimension() != 3:
-        raise ValueError(f"{path}: expected a 3-D volume, got {image.GetDimension()}-D")
+        raise ValueError(f"{path}: expected a 3-D volume, got a {image.GetDimension()}-D image of size {image.GetSize()}")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(f"{path}: expected one value per voxel, got {image.GetNumberOfComponentsPerPixel()}")
     return from_sitk(image)
 
 

@@ -269,7 +269,7 @@ def test_a_bad_row_names_its_scan_and_leaves_no_partial_folder(tmp_path):
     manifest, _ = _small_manifest(tmp_path)
     (tmp_path / "data" / "ct.nii.gz").write_bytes(b"broken")
     out = tmp_path / "scans"
-    with pytest.raises(ScanBuildError, match=r"scan R1-ct \(source \S*data/ct.nii.gz\): .*not a readable NIfTI"):
+    with pytest.raises(ScanBuildError, match=r"scan R1-ct \(source \S*data/ct.nii.gz\): .*not a readable image"):
         build_scans(manifest, tmp_path, out, **TINY, n_jobs=1, progress=False)
     assert not (out / "R1-ct").exists()
     assert not any(p.name.startswith(".tmp-") for p in out.iterdir())
