@@ -74,6 +74,7 @@ from .manifest import (
     write_manifest,
 )
 from .parallel import map_jobs
+from .phantom import make_phantom
 from .regions import LABEL_COLUMNS, LABELS, LUNG_LEFT, LUNG_RIGHT, REGIONS
 from .volume import Volume, write_volume
 
@@ -449,10 +450,6 @@ def build_scan(row: dict, manifest_dir: str | os.PathLike, scan_dir: str | os.Pa
         volumes: dict[str, Volume] = {}
         record = {"scan_id": row["scan_id"], "patient_id": row["patient_id"], "kind": kind}
         if kind == "phantom":
-            from .phantom import (
-                make_phantom,  # the generator is only needed for phantom rows
-            )
-
             labels = {c: int(row[c]) for c in LABEL_COLUMNS}
             anatomy_seed, seed = phantom_seeds(row["source"])
             phantom = make_phantom(labels, seed, tuple(phantom_shape), tuple(phantom_spacing), difficulty,
