@@ -41,9 +41,13 @@ back, ``x`` from the patient's right to left, so the right lung lies at low ``x`
    aortic arch and descending aorta; vertebral bodies (cortex, marrow, discs), spinal canal and
    posterior elements; the trachea from the top of the FOV to the carina and the two main
    bronchi to the hila (air lumen, soft-tissue wall).
-5. **Parenchyma**: ``PARENCHYMA_HU`` (-865) plus a smooth random texture (generated on a coarse
-   grid and linearly upsampled, :func:`smooth_field`) and a front-to-back gravity gradient
-   (dependent lung is denser).
+5. **Parenchyma** (:func:`parenchyma_texture`, :func:`gravity_gradient`): ``PARENCHYMA_HU``
+   (-865) plus uneven ventilation (a smooth field with 14 mm features, std 18 HU), a lobular /
+   small-vessel micro-texture (6 mm features, std 50 HU, skewed to dense values: small vessels
+   are bright spots; averaged down on grids coarser than 3 mm), both generated on one coarse
+   grid and linearly upsampled once, and a front-to-back gravity gradient of
+   ``GRAVITY_HU`` (38 HU) per cavity semi-axis: the dependent lung is denser, its posterior
+   third ~45 HU above its anterior third, as in the four real CTs of ``../shared/ct`` (36-57 HU).
 6. **Vessels**: one tree per lung (:func:`vessel_segments`), grown on a fixed 5 mm lattice (so
    it is the same on every grid) from the hilum by recursive halving of random points spread
    through the lung: each branch aims at the centre of the points it supplies and its radius
@@ -102,8 +106,20 @@ few generations, one vessel tree per lung (arteries and veins are not told apart
 scapulae, clavicles, breasts or axillary vessels, no contrast agent, beam hardening, streaks or
 motion; the heart is a plain ellipsoid without chambers. Noise is stationary (real noise grows
 towards the body's centre and along the shoulders). Signs are single shapes; real CPA shows
-several lesions, fibrosis, volume loss and pleural changes that go together. The parenchyma's HU
-histogram is narrower than in real scans (fewer small vessels, no heterogeneous ventilation).
+several lesions, fibrosis, volume loss and pleural changes that go together.
+
+Parenchyma HU (:mod:`sapsam_utils.realism`, eight control phantoms of ``data_manifest.csv`` on
+the 108 x 128 x 128 grid of 3.0 x 2.8 x 2.8 mm against the four real CTs of ``../shared/ct``
+measured on every second pixel in-plane, as in notebook 01): median -860 HU (real -879, -861,
+-869, -815), interquartile range 72 HU (real 65, 67, 113, 130; before the micro-texture and the
+stronger gradient: 49 HU), 19 % of the voxels below -900 HU (real 14-33 %; before: 10 %);
+Wasserstein-1 distance phantom -> real 25 HU on average (before: 32 HU), where the real scans
+are 39 HU from each other. Part of the real scans' width is fine-grained noise and texture that a
+2.8 mm voxel averages out: averaged to about 2.8 mm in-plane, their interquartile ranges are 57,
+63, 74 and 127 HU and the phantoms are 20 HU from them (before: 24 HU). What remains unlike:
+the micro-texture is a random field, not a tree of small vessels and lobules; the real scans differ
+from each other in inspiration depth and kernel (one is denser and wider, -815 HU and 130 HU),
+which the phantoms do not vary; noise is white-ish and stationary.
 """
 
 from __future__ import annotations
@@ -336,6 +352,70 @@ def smooth_field(rng, shape, spacing, scale_mm: float) -> np.ndarray:
     noise = ndimage.gaussian_filter(rng.standard_normal(coarse).astype(np.float32), 1.0, mode="wrap")
     noise /= noise.std() + 1e-6
     return upsample_linear(noise, shape)
+
+
+#: Parenchymal texture (HU offsets, standard deviations): regional ventilation (features of
+#: ``VENTILATION_MM``) and lobular / small-vessel micro-texture (features of ``MICRO_MM``).
+VENTILATION_MM, VENTILATION_HU = 14.0, 18.0
+MICRO_MM, MICRO_HU, MICRO_SKEW = 6.0, 50.0, 0.8
+#: Gravity gradient (supine patient): HU added at the back of the thoracic cavity, subtracted at
+#: its front, linearly in between.
+GRAVITY_HU = 38.0
+
+
+def parenchyma_texture(rng, shape, spacing) -> np.ndarray:
+    """HU offsets of the lung parenchyma on a grid of ``shape``: regional and lobular texture.
+
+    Two random fields are summed on one coarse grid and upsampled once (:func:`upsample_linear`):
+    a smooth Gaussian field with features of ``VENTILATION_MM`` (uneven ventilation, std
+    ``VENTILATION_HU``) and a micro-texture with features of ``MICRO_MM`` (secondary lobules, small
+    vessels below the voxel size), skewed towards dense values (``exp(MICRO_SKEW * g)``, g Gaussian:
+    small vessels are bright spots, the air between them slightly darker than average). Its
+    standard deviation is ``MICRO_HU`` where the voxels resolve it and falls as
+    ``sqrt(cell volume / voxel volume)`` on coarser grids, since a large voxel averages it out.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The patient's texture generator (from the anatomy seed).
+    shape : tuple of int
+        Grid ``(z, y, x)`` to fill (the lung box).
+    spacing : tuple of float
+        Voxel size in mm ``(z, y, x)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 HU offsets of ``shape``, mean about 0.
+    """
+    cell = MICRO_MM / 2  # coarse spacing: two cells per feature, as in smooth_field
+    coarse_step = [max(cell, s) for s in spacing]
+    coarse = tuple(max(4, int(round(n * s / c)) + 1) for n, s, c in zip(shape, spacing, coarse_step))
+    g = ndimage.gaussian_filter(rng.standard_normal(coarse).astype(np.float32), 1.0, mode="wrap")
+    g /= g.std() + 1e-6
+    micro = np.exp(MICRO_SKEW * g)
+    micro -= micro.mean()  # it moves density around but adds none
+    micro *= MICRO_HU * np.sqrt(np.prod([cell / c for c in coarse_step])) / (micro.std() + 1e-6)
+    micro += VENTILATION_HU * smooth_field(rng, coarse, coarse_step, VENTILATION_MM)
+    return upsample_linear(micro, shape)
+
+
+def gravity_gradient(y_mm: np.ndarray, anat: Anatomy) -> np.ndarray:
+    """HU offsets along ``y`` (front to back): the dependent (posterior) lung is denser.
+
+    Parameters
+    ----------
+    y_mm : numpy.ndarray
+        ``y`` coordinates (mm, FOV-centred, :func:`grid_axes`).
+    anat : Anatomy
+        The patient: the offset is ``GRAVITY_HU * (y - cav_cy) / cav_ay``, 0 at the cavity's centre.
+
+    Returns
+    -------
+    numpy.ndarray
+        HU offsets, one per ``y``.
+    """
+    return GRAVITY_HU * (y_mm - anat.cav_cy) / anat.cav_ay
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1156,10 +1236,8 @@ def make_phantom(
     # Parenchyma: texture and the gravity gradient (denser towards the back), lung only.
     tex_rng = np.random.default_rng([anatomy_seed, 3])
     box = lung_box(env)
-    tex = smooth_field(tex_rng, tuple(s.stop - s.start for s in box), spacing, 14.0)
-    gradient = 30.0 * (axes[1][box[1]] - anat.cav_cy) / anat.cav_ay
-    tex *= 18.0
-    tex += gradient[None, :, None]
+    tex = parenchyma_texture(tex_rng, tuple(s.stop - s.start for s in box), spacing)
+    tex += gravity_gradient(axes[1][box[1]], anat)[None, :, None]
     sub = hu[box]
     sub += np.where(lung[box], tex, 0.0)
     del tex

@@ -14,6 +14,9 @@ from sapsam_utils.phantom import (
     PREEXISTING_KINDS,
     REGION_MARGIN,
     TISSUES,
+    draw_anatomy,
+    gravity_gradient,
+    grid_axes,
     make_phantom,
     preexisting_kind,
 )
@@ -171,6 +174,23 @@ def test_tissue_hu(small_all):
     assert 0 <= median_in(p, signs == SIGN_CODES["fungus_ball"]) <= 80
     assert 0 <= median_in(p, signs == SIGN_CODES["pleural_thickening"]) <= 60
 
+
+
+def test_dependent_lung_denser(small_control):
+    # Supine patient: the posterior third of the lung is denser than the anterior third by about
+    # what the gravity gradient puts there (the four real CTs of ../shared/ct: 36-57 HU).
+    p = small_control
+    lung = (p.tissue.array == TISSUES["lung"]) & (p.ct.array < -500)  # parenchyma, not vessels
+    y = np.nonzero(lung)[1]
+    third = (y.max() - y.min()) / 3
+    front, back = lung.copy(), lung.copy()
+    front[:, int(y.min() + third):, :] = False
+    back[:, : int(np.ceil(y.max() - third)), :] = False
+    measured = median_in(p, back) - median_in(p, front)
+    offsets = gravity_gradient(grid_axes(p.ct.array.shape, p.ct.spacing)[1], draw_anatomy(11))
+    designed = np.median(offsets[np.nonzero(back)[1]]) - np.median(offsets[np.nonzero(front)[1]])
+    assert 35.0 <= measured <= 60.0
+    assert abs(measured - designed) <= 10.0
 
 @pytest.mark.parametrize("kind", PREEXISTING_KINDS)
 def test_preexisting_kinds_hu(kind):
