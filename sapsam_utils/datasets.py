@@ -52,7 +52,7 @@ from .cohort import two_year_death
 from .parallel import map_jobs
 from .projections import AXES, ProjectionParams, ScanImages, project_volume
 from .regions import LABEL_COLUMNS, LABELS, REGIONS
-from .volume import read_volume
+from .volume import Volume, read_volume
 
 SPLITS = ("train", "val", "test")
 #: Default (train, validation, test) fractions of the patients.
@@ -110,6 +110,20 @@ def save_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray], comp
     return Path(path)
 
 
+def load_stage_volumes(
+    scan_id: str, scans_dir: str | os.PathLike, masks_dir: str | os.PathLike
+) -> tuple[Volume, Volume, Volume, Volume | None]:
+    """One scan's CT, conservative and refined masks, and sign truth (None without) from the stages."""
+    scan_folder, mask_folder = Path(scans_dir) / scan_id, Path(masks_dir) / scan_id
+    signs_path = scan_folder / "truth_signs.nii.gz"
+    return (
+        read_volume(scan_folder / "ct.nii.gz"),
+        read_volume(mask_folder / "conservative.nii.gz"),
+        read_volume(mask_folder / "refined.nii.gz"),
+        read_volume(signs_path) if signs_path.is_file() else None,
+    )
+
+
 def project_scan_files(
     scan_id: str, scans_dir: str | os.PathLike, masks_dir: str | os.PathLike, out_path: str | os.PathLike,
     params: dict, n_threads: int = 1,
@@ -137,11 +151,7 @@ def project_scan_files(
     t0 = time.perf_counter()
     scan_folder, mask_folder = Path(scans_dir) / scan_id, Path(masks_dir) / scan_id
     try:
-        ct = read_volume(scan_folder / "ct.nii.gz")
-        conservative = read_volume(mask_folder / "conservative.nii.gz")
-        refined = read_volume(mask_folder / "refined.nii.gz")
-        signs_path = scan_folder / "truth_signs.nii.gz"
-        signs = read_volume(signs_path) if signs_path.is_file() else None
+        ct, conservative, refined, signs = load_stage_volumes(scan_id, scans_dir, masks_dir)
         t1 = time.perf_counter()
         grid, images = project_volume(ct, conservative, refined, signs, ProjectionParams(**params), n_threads)
         t2 = time.perf_counter()

@@ -9,7 +9,6 @@ a headline table (paper | ours, or "not yet reproduced") and every number of the
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from sapsam_utils import cache
 from sapsam_utils.paths import project_path
 from sapsam_utils.provenance import Provenance
 
@@ -39,8 +39,8 @@ def read_results(record: Provenance) -> dict[str, dict[str, Any] | None]:
     """Each executed notebook's results (``None`` when it wrote no results file)."""
     results = {}
     for stem, nb in record.notebooks.items():
-        path = project_path(nb["parameters"].get("workdir", "work/default")) / "results" / f"{stem}.json"
-        results[stem] = json.loads(path.read_text()) if path.is_file() else None
+        workdir = project_path(nb["parameters"].get("workdir", "work/default"))
+        results[stem] = cache.read_results(workdir, stem) if (workdir / "results" / f"{stem}.json").is_file() else None
     return results
 
 

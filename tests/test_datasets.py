@@ -39,7 +39,7 @@ def workdir(tmp_path):
     masks = cache.stage_dir(tmp_path, "masks", {"test": 1}, upstream=scans.name)
     cohort.to_csv(scans / "cohort.csv", index=False)
     rng = np.random.default_rng(0)
-    for i, row in cohort.iterrows():
+    for _, row in cohort.iterrows():
         lungs = np.zeros(SHAPE, dtype=np.uint8)
         lungs[3:18, 4:20, 3:14] = 1
         lungs[3:18, 4:20, 16:27] = 2
