@@ -70,7 +70,10 @@ back, ``x`` from the patient's right to left, so the right lung lies at low ``x`
      label of the same region (otherwise ``ValueError``): its cavity's wall is cavity truth;
    * ``pleural_thickening``: a soft-tissue rind (code 4, ~+25 HU) of 3-8 mm of varying thickness
      along the costal pleura (the envelope's outer surface) over a patch 2-3.5 cm in radius. In
-     an upper region it is usually (80 %) an apical cap;
+     an upper region it is usually (80 %) an apical cap. Behind it, outside the envelope, lies
+     3-8 mm of extrapleural fat (-100 HU; at least two voxels): chronic pleural thickening comes
+     with extrapleural fat, and that fat line is what shows a rind against the chest wall, which
+     is as dense as the rind. The fat is not sign truth (it lies outside the lung);
    * ``preexisting`` (code 1): one condition per patient (:func:`preexisting_kind`) among
      emphysema (~-945 HU with clustered holes of ~-990 HU), consolidation (~+20 HU with air
      bronchograms), ground glass (~-600 HU, vessels still visible) and bronchiectasis (dilated
@@ -1074,7 +1077,9 @@ def _plant_rind(rng, ctx, hu, signs, allowed, upper, details):
     else:  # the costal pleura: lateral surface points
         costal = lateral >= np.quantile(lateral, 0.6)
         anchor = surface[costal][rng.integers(costal.sum())]
-    reach = patch + thick
+    # Extrapleural fat behind the rind, at least two voxels thick so that the grid resolves it.
+    fat = max(rng.uniform(3.0, 8.0) * ctx.size, 2.0 * h)
+    reach = patch + thick + fat + h
     box, (oz, oy, ox) = _local_axes(ctx, anchor, reach, tuple(slice(0, n) for n in ctx.env.shape))
     env = ctx.env[box]
     depth = ndimage.distance_transform_edt(env, sampling=ctx.spacing)
@@ -1097,7 +1102,13 @@ def _plant_rind(rng, ctx, hu, signs, allowed, upper, details):
     n = int(rind.sum())
     sub_hu[rind] = _lesion_hu(ctx, _SOFT_SIGN_HU["rind"] + 10.0 * rng.standard_normal(n))
     sub_signs[rind] = SIGN_CODES["pleural_thickening"]
-    info = {"centre": [int(c) for c in anchor], "thickness_mm": round(float(thick), 1)}
+    # The fat: body tissue outside the envelope within `fat` mm of the rind, so it also reaches
+    # a little beyond the rind's edge along the chest wall.
+    behind = ndimage.distance_transform_edt(~rind, sampling=ctx.spacing) <= fat
+    behind &= ~env & (sub_hu > _TISSUE_HU[AIR] / 2)
+    sub_hu[behind] = _TISSUE_HU[FAT]
+    info = {"centre": [int(c) for c in anchor], "thickness_mm": round(float(thick), 1),
+            "fat_mm": round(float(fat), 1)}
     details.append(("pleural_thickening", info))
 
 

@@ -175,6 +175,19 @@ def test_tissue_hu(small_all):
     assert 0 <= median_in(p, signs == SIGN_CODES["pleural_thickening"]) <= 60
 
 
+def test_extrapleural_fat_lies_behind_each_rind():
+    # The voxels just outside the envelope behind a rind are fat (-100 HU), not chest wall; the
+    # fat is no sign truth. Noise-free, so every such voxel is exactly fat.
+    labels = {"RU_pleural_thickening": 1, "LL_pleural_thickening": 1}
+    p = make_phantom(labels, seed=4, noise_hu=0.0, blur_mm=0.0, **SMALL)
+    rind = p.signs.array == SIGN_CODES["pleural_thickening"]
+    behind = ndimage.binary_dilation(rind) & (p.lungs.array == 0) & (p.ct.array > -500)
+    assert behind.sum() > 50
+    np.testing.assert_array_equal(p.ct.array[behind], -100)
+    assert not p.signs.array[p.lungs.array == 0].any()
+    for info in (i for region in p.details["signs"].values() for kind, i in region):
+        assert info["fat_mm"] >= 2 * max(SMALL["spacing"])
+
 
 def test_dependent_lung_denser(small_control):
     # Supine patient: the posterior third of the lung is denser than the anterior third by about

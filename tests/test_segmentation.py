@@ -140,12 +140,61 @@ def test_refined_mask_takes_in_the_signs_that_the_conservative_leaves_out(cpa):
         assert ref[f"share_{sign}"] >= 0.95, sign
     assert cons["share_cavity_wall"] <= 0.6 and cons["share_fungus_ball"] <= 0.3
     assert ref["share_preexisting"] >= 0.95
-    # A rind as dense as the chest wall is only partly visible (measured 23-77 % refined, 4-11 %
-    # conservative); a margin takes it in at the price of Dice (rim 6 mm: >= 97 %, Dice ~0.87).
-    assert ref["share_pleural_thickening"] >= cons["share_pleural_thickening"] + 0.1
-    rim = seg.score_mask(seg.refined_mask(phantom.ct, rim_mm=6.0), truth_lungs=phantom.lungs, signs=phantom.signs)
-    assert rim["share_pleural_thickening"] >= 0.95
-    assert rim["dice"] < seg.score_mask(refined, truth_lungs=phantom.lungs)["dice"]
+    # Pleural thickening: the pleural layer keeps 98.9-99.9 % over seeds 0-9 (this seed 99.8 %);
+    # the paper's steps alone keep 19-95 % (this seed 32 %), the conservative mask 2-9 %.
+    assert ref["share_pleural_thickening"] >= 0.95
+    assert cons["share_pleural_thickening"] <= 0.2
+    paper_only = seg.score_mask(seg.refined_mask(phantom.ct, pleura_mm=0.0), signs=phantom.signs)
+    assert paper_only["share_pleural_thickening"] <= 0.6
+    for sign in ("cavity_wall", "fungus_ball"):
+        assert paper_only[f"share_{sign}"] >= 0.95, sign
+
+
+# ----------------------------------------------------------------------------------------------
+# The pleural layer, on a block of chest wall: lung air (x < 15), then the wall (x >= 15)
+# ----------------------------------------------------------------------------------------------
+
+PLEURA_SPACING = (1.0, 1.0, 1.0)
+
+
+def chest_wall_block(rind_mm=5, fat_mm=4, node=False):
+    """A lung (air, x < 15) against muscle; a rind patch on the lung with fat behind it."""
+    hu = np.full((30, 40, 50), 45, dtype=np.int16)  # muscle
+    hu[:, :, :15] = -900  # lung air
+    lungs = np.zeros(hu.shape, dtype=np.uint8)
+    lungs[:, :, :15] = LUNG_RIGHT
+    rind = np.zeros(hu.shape, dtype=bool)
+    if rind_mm:
+        # The rind takes the place of lung (it pushes the lung surface in), fat behind it.
+        rind[8:22, 10:30, 15 - rind_mm:15] = True
+        hu[rind] = 25
+        lungs[rind] = 0
+        if fat_mm:
+            hu[5:25, 7:33, 15:15 + fat_mm] = -100
+            hu[5:8, 7:33, 15 - rind_mm:15] = hu[22:25, 7:33, 15 - rind_mm:15] = -100
+            hu[8:22, 7:10, 15 - rind_mm:15] = hu[8:22, 30:33, 15 - rind_mm:15] = -100
+    if node:  # a lymph node in fat, 4 mm from the lung: not on the lung
+        hu[5:25, 7:33, 15:30] = -100
+        hu[12:17, 15:20, 19:24] = 40
+    return hu, lungs, rind
+
+
+def test_pleural_layer_is_the_rind_between_lung_and_fat():
+    hu, lungs, rind = chest_wall_block()
+    layer = seg.pleural_layer(hu, lungs, PLEURA_SPACING)
+    np.testing.assert_array_equal(layer > 0, rind)
+    assert set(np.unique(layer[rind])) == {LUNG_RIGHT}
+
+
+def test_pleural_layer_leaves_out_the_chest_wall_and_what_is_not_on_the_lung():
+    # The same rind with muscle right behind it: nothing separates it from the chest wall.
+    hu, lungs, _ = chest_wall_block(fat_mm=0)
+    assert not seg.pleural_layer(hu, lungs, PLEURA_SPACING).any()
+    # No rind: the chest wall itself, and a node in the fat 4 mm from the lung, stay out.
+    hu, lungs, _ = chest_wall_block(rind_mm=0, node=True)
+    assert not seg.pleural_layer(hu, lungs, PLEURA_SPACING).any()
+    hu, lungs, _ = chest_wall_block()
+    assert not seg.pleural_layer(hu, lungs, PLEURA_SPACING, pleura_mm=0.0).any()
 
 
 def test_trachea_is_found_and_removed(cpa):
