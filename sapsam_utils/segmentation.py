@@ -852,8 +852,8 @@ def _refined(air: LungAir, inner_mm: float, outer_mm: float, tophat_mm: float, p
 
     t0 = time.perf_counter()
     # Markers. The flood needs the band (up to inner_mm) and the voxels of the external shell that
-    # touch it (one voxel further), so the distance map covers the lungs' box plus that much.
-    # The pleural layer needs the distance to the lungs' air further out: one map serves both.
+    # touch it (one voxel further): `near` is the lungs' box plus that much. The pleural layer
+    # needs the distance to the lungs' air further out, so the map covers the whole box.
     reach = min(outer_mm, inner_mm + max(sp))
     near = _bbox(internal > 0, _margin_vox(reach, sp), internal.shape)
     own = internal[near]
