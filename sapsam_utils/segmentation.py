@@ -94,6 +94,7 @@ import pandas as pd
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
+from tqdm.auto import tqdm
 
 from .cache import atomic_dir, write_json
 from .metrics import (
@@ -1232,14 +1233,44 @@ def score_cohort(scans_dir: str | os.PathLike, masks_dir: str | os.PathLike) -> 
     scan_ids = [str(s) for s in pd.read_csv(scans_dir / "cohort.csv", dtype={"scan_id": str})["scan_id"]]
     rows = []
     for scan_id in scan_ids:
-        folder = scans_dir / scan_id
-        ct = read_volume(folder / "ct.nii.gz")
-        refs = {}
-        for key, name in (("truth_lungs", "truth_lungs.nii.gz"), ("signs", "truth_signs.nii.gz"),
-                          ("lesions", "lesions.nii.gz")):
-            if (folder / name).is_file():
-                refs[key] = read_volume(folder / name)
+        ct, refs = _scan_with_references(scans_dir / scan_id)
         for mask_name, file_name in MASK_FILES.items():
             mask = read_volume(masks_dir / scan_id / file_name)
             rows.append({"scan_id": scan_id, "mask": mask_name, **score_mask(mask, ct, **refs)})
     return pd.DataFrame(rows)
+
+
+def score_refined_variant(scans_dir: str | os.PathLike, scan_ids, name: str, progress: bool = True,
+                          **params) -> pd.DataFrame:
+    """Segment scans of the ``scans`` stage again with other refined-mask parameters and score them.
+
+    For ablations: the rows have the columns of :func:`score_cohort`, with ``mask`` = ``name``.
+
+    Parameters
+    ----------
+    scans_dir : path-like
+        The ``scans`` stage folder.
+    scan_ids : iterable of str
+        The scans to segment.
+    name : str
+        The ``mask`` column of the rows (e.g. ``"refined, paper's steps only"``).
+    progress : bool
+        Show a progress bar.
+    **params
+        Segmentation parameters (:func:`segmentation_params`).
+    """
+    rows = []
+    for scan_id in tqdm(list(scan_ids), desc=name, unit="scan", disable=not progress):
+        ct, refs = _scan_with_references(Path(scans_dir) / scan_id)
+        rows.append({"scan_id": scan_id, "mask": name, **score_mask(refined_mask(ct, **params), ct, **refs)})
+    return pd.DataFrame(rows)
+
+
+def _scan_with_references(folder: Path) -> tuple[Volume, dict]:
+    """A scans-stage folder's CT and the references it holds, as keyword arguments of :func:`score_mask`."""
+    refs = {}
+    for key, file_name in (("truth_lungs", "truth_lungs.nii.gz"), ("signs", "truth_signs.nii.gz"),
+                           ("lesions", "lesions.nii.gz")):
+        if (folder / file_name).is_file():
+            refs[key] = read_volume(folder / file_name)
+    return read_volume(folder / "ct.nii.gz"), refs

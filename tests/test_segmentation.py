@@ -179,6 +179,22 @@ def chest_wall_block(rind_mm=5, fat_mm=4, node=False):
     return hu, lungs, rind
 
 
+@pytest.mark.parametrize("depth", [3, 8])
+def test_closing_fills_a_dent_only_where_the_ball_cannot_reach_its_floor(depth):
+    # The bound quoted in the module and the chapter: a ball of radius R reaches the floor of a
+    # groove d mm deep when the groove is at least 2 * sqrt(2 R d - d**2) wide (R = 24.5 mm:
+    # 23.5 mm for d = 3, 36.2 mm for d = 8), so the top-hat cannot fill a wider pleural rind.
+    radius = 24.5
+    bound = 2 * np.sqrt(2 * radius * depth - depth**2)
+    for width, filled in ((int(bound) - 3, True), (int(bound) + 4, False)):
+        lung = np.zeros((12, 90, 70), dtype=bool)
+        lung[:, :, :30] = True  # a flat lung surface at x = 30, 1 mm voxels
+        centre = 45
+        lung[:, centre - width // 2:centre - width // 2 + width, 30 - depth:30] = False  # the groove
+        closed = seg.close_mm(lung, (1.0, 1.0, 1.0), radius)
+        assert closed[6, centre, 30 - depth] == filled, (depth, width)
+
+
 def test_pleural_layer_is_the_rind_between_lung_and_fat():
     hu, lungs, rind = chest_wall_block()
     layer = seg.pleural_layer(hu, lungs, PLEURA_SPACING)
@@ -390,6 +406,12 @@ def test_segment_cohort_writes_resumes_and_scores(stage, tmp_path):
     scores = seg.score_cohort(stage, out)
     assert len(scores) == 4 and (scores["dice"] >= 0.95).all()
     assert scores.set_index(["scan_id", "mask"]).loc[("P001_S1", "refined"), "share_fungus_ball"] >= 0.95
+    # Segmenting again with the stage's parameters scores the same; the rows carry the given name.
+    variant = seg.score_refined_variant(stage, ["P001_S1"], "refined again", progress=False)
+    assert list(variant["mask"]) == ["refined again"]
+    refined_row = scores.set_index(["scan_id", "mask"]).loc[("P001_S1", "refined")]
+    for column in ("dice", "share_fungus_ball", "share_cavity_wall"):
+        assert variant.loc[0, column] == pytest.approx(refined_row[column])
     # Parallel processes give the same masks.
     parallel = tmp_path / "masks2"
     seg.segment_cohort(stage, parallel, n_jobs=2, progress=False)
