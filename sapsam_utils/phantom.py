@@ -8,7 +8,8 @@ Two seeds
 ---------
 What belongs to the patient comes from ``anatomy_seed``: the body plan (:func:`draw_anatomy`),
 hence the body, the lung envelope, the mediastinum, the spine and the airways; the parenchymal
-texture; the vessel trees; the kind of pre-existing condition (:func:`preexisting_kind`). What
+texture; the vessel trees; the pre-existing condition of each sub-region
+(:func:`preexisting_conditions`). What
 belongs to one scan comes from ``seed``: where and how each sign is drawn, and the scanner
 noise. The longitudinal scans of one patient therefore share one ``anatomy_seed`` and differ in
 ``seed`` (``phantom:<anatomy_seed>:<seed>`` in the manifest, :mod:`sapsam_utils.manifest`):
@@ -74,11 +75,12 @@ back, ``x`` from the patient's right to left, so the right lung lies at low ``x`
      3-8 mm of extrapleural fat (-100 HU; at least two voxels): chronic pleural thickening comes
      with extrapleural fat, and that fat line is what shows a rind against the chest wall, which
      is as dense as the rind. The fat is not sign truth (it lies outside the lung);
-   * ``preexisting`` (code 1): one condition per patient (:func:`preexisting_kind`) among
-     emphysema (~-945 HU with clustered holes of ~-990 HU), consolidation (~+20 HU with air
-     bronchograms), ground glass (~-600 HU, vessels still visible) and bronchiectasis (dilated
-     air tubes with thick walls); an irregular blob 2-5 cm across. Its truth is the whole blob
-     (for bronchiectasis: the tubes, walls and lumens).
+   * ``preexisting`` (code 1): the patient's condition in that sub-region
+     (:func:`preexisting_conditions`, see "Pre-existing conditions" below), drawn as one of
+     :data:`PREEXISTING_KINDS`: emphysema (~-945 HU with clustered holes of ~-990 HU),
+     consolidation (~+20 HU with air bronchograms), ground glass (~-600 HU, vessels still
+     visible) or bronchiectasis (dilated air tubes with thick walls); an irregular blob 2-5 cm
+     across. Its truth is the whole blob (for bronchiectasis: the tubes, walls and lumens).
 
    Within a region the cavity is placed first and drawn last and the blob keeps clear of it, so
    no sign erases another. Sign truth is always inside the envelope; the labels returned are
@@ -86,6 +88,21 @@ back, ``x`` from the patient's right to left, so the right lung lies at low ``x`
 8. **Scanner**: a separable blur of ``blur_mm`` (the point spread: partial volume at every edge),
    then Gaussian noise of ``noise_hu``, lightly correlated in-plane as a reconstruction kernel
    makes it; values are rounded, clipped to [-1024, 3071] and stored as int16.
+
+Pre-existing conditions
+-----------------------
+The paper lists the pre-existing (non-exclusive) lung diseases of its 276 CPA studies:
+consolidation 112, bronchiectasis 86, emphysema 66, sarcoidosis 39, ground-glass opacities 38,
+cystic fibrosis 26, other 31 (:data:`PREEXISTING_CONDITIONS`). A patient's condition in each of
+the six sub-regions is drawn from these proportions by the anatomy seed, so it is the same in all
+their scans: with probability :data:`PREEXISTING_SAME_CONDITION` it is the patient's main
+condition (itself drawn from the proportions), otherwise a condition of its own; either way each
+sub-region's condition follows the paper's proportions, and two sub-regions of a patient share
+their condition about twice as often as independent draws would. A condition is drawn with the appearance of :data:`PREEXISTING_APPEARANCE`:
+consolidation, bronchiectasis, emphysema and ground-glass opacities as themselves; cystic
+fibrosis as bronchiectasis (its hallmark on CT); sarcoidosis as ground glass (its nodular and
+ground-glass infiltrates); other conditions (post-tuberculous and other scarring, the commonest
+setting of CPA) as consolidation.
 
 Difficulty
 ----------
@@ -150,8 +167,21 @@ from .volume import Volume
 
 #: Fraction of the lung box's extent that a sign keeps away from each inner cut of the box.
 REGION_MARGIN = 0.08
-#: Kinds of pre-existing condition; one per patient, picked by the anatomy seed.
+#: How the phantom can draw a pre-existing condition (see "Pre-existing conditions").
 PREEXISTING_KINDS = ("emphysema", "consolidation", "ground_glass", "bronchiectasis")
+#: The paper's pre-existing conditions: CPA studies with each (non-exclusive, of 276).
+PREEXISTING_CONDITIONS = {
+    "consolidation": 112, "bronchiectasis": 86, "emphysema": 66, "sarcoidosis": 39,
+    "ground_glass": 38, "cystic_fibrosis": 26, "other": 31,
+}
+#: The kind (:data:`PREEXISTING_KINDS`) that draws each condition.
+PREEXISTING_APPEARANCE = {
+    "consolidation": "consolidation", "bronchiectasis": "bronchiectasis", "emphysema": "emphysema",
+    "sarcoidosis": "ground_glass", "ground_glass": "ground_glass", "cystic_fibrosis": "bronchiectasis",
+    "other": "consolidation",
+}
+#: Probability that a sub-region's condition is the patient's main one.
+PREEXISTING_SAME_CONDITION = 0.5
 
 # Tissue classes of the anatomy, mapped to HU by _TISSUE_HU.
 AIR, FAT, MUSCLE, SOFT, BLOOD, LIVER, BONE, MARROW, DISC, CSF, LUNG, TABLE = range(12)
@@ -188,7 +218,7 @@ class Phantom:
         uint8 anatomy classes (:data:`TISSUES`) before airways, vessels and signs were drawn:
         for realism measurements (e.g. body size) and tests.
     details : dict
-        What was drawn: the pre-existing kind and, per planted sign, its centre (voxel index) and
+        What was drawn: the pre-existing condition of each sub-region and, per planted sign, its centre (voxel index) and
         size in mm. For figures and diagnostics; not part of the truth contract.
     """
 
@@ -994,7 +1024,8 @@ def _blob(rng, offs, radius, h):
     return r2 + 0.25 * rough < 1.0
 
 
-def _plant_preexisting(rng, ctx, hu, signs, allowed, kind, avoid, details):
+def _plant_preexisting(rng, ctx, hu, signs, allowed, condition, avoid, details):
+    kind = PREEXISTING_APPEARANCE[condition]
     h = ctx.h
     radius = max(rng.uniform(10.0, 24.0) * ctx.size, 1.5 * h)
     centre, radius = _place(rng, ctx, allowed, radius, 1.5 * h, avoid, what="pre-existing condition")
@@ -1042,7 +1073,8 @@ def _plant_preexisting(rng, ctx, hu, signs, allowed, kind, avoid, details):
             truth = blob
             sub_hu[blob] = -1000.0
     sub_signs[truth] = SIGN_CODES["preexisting"]
-    info = {"kind": kind, "centre": [int(c) for c in centre], "radius_mm": round(float(radius), 1)}
+    info = {"condition": condition, "kind": kind, "centre": [int(c) for c in centre],
+            "radius_mm": round(float(radius), 1)}
     details.append(("preexisting", info))
     return centre, radius
 
@@ -1112,10 +1144,10 @@ def _plant_rind(rng, ctx, hu, signs, allowed, upper, details):
     details.append(("pleural_thickening", info))
 
 
-def _plant_signs(labels, seed, kind, ctx, hu, signs, box) -> dict:
-    """Plant every requested sign (pre-existing ones of ``kind``); returns what was planted."""
+def _plant_signs(labels, seed, conditions, ctx, hu, signs, box) -> dict:
+    """Plant every requested sign (pre-existing ones as ``conditions[region]``); returns what was planted."""
     regions = region_slices(signs.shape, box)
-    details = {"preexisting_kind": kind, "signs": {}}
+    details = {"preexisting_conditions": conditions, "signs": {}}
     for i, name in enumerate(REGIONS):
         wanted = {lab for lab in LABELS if labels[f"{name}_{lab}"]}
         if not wanted:
@@ -1130,7 +1162,7 @@ def _plant_signs(labels, seed, kind, ctx, hu, signs, box) -> dict:
         if "pleural_thickening" in wanted:
             _plant_rind(rng, ctx, hu, signs, allowed, name[1] == "U", planted)
         if "preexisting" in wanted:
-            _plant_preexisting(rng, ctx, hu, signs, allowed, details["preexisting_kind"], avoid, planted)
+            _plant_preexisting(rng, ctx, hu, signs, allowed, conditions[name], avoid, planted)
         if cavity:
             _paint_cavity(cavity, rng, ctx, hu, signs, allowed, planted)
         details["signs"][name] = planted
@@ -1142,9 +1174,34 @@ def _plant_signs(labels, seed, kind, ctx, hu, signs, box) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-def preexisting_kind(seed: int) -> str:
-    """The pre-existing condition (:data:`PREEXISTING_KINDS`) of the patient with this anatomy seed."""
-    return PREEXISTING_KINDS[int(np.random.default_rng([seed, 2]).integers(len(PREEXISTING_KINDS)))]
+def preexisting_conditions(anatomy_seed: int) -> dict[str, str]:
+    """The pre-existing condition of each sub-region of the patient with this anatomy seed.
+
+    Parameters
+    ----------
+    anatomy_seed : int
+        The patient's seed (``make_phantom``'s ``anatomy_seed``).
+
+    Returns
+    -------
+    dict
+        Region (:data:`~sapsam_utils.regions.REGIONS`) -> condition (a key of
+        :data:`PREEXISTING_CONDITIONS`), whether or not the region has a pre-existing label: each
+        sub-region's condition follows the paper's proportions; with probability
+        :data:`PREEXISTING_SAME_CONDITION` it is the patient's main condition.
+    """
+    names = list(PREEXISTING_CONDITIONS)
+    weights = np.array([PREEXISTING_CONDITIONS[n] for n in names], dtype=float)
+    rng = np.random.default_rng([anatomy_seed, 2])
+    main = rng.choice(len(names), p=weights / weights.sum())
+    own = rng.choice(len(names), size=len(REGIONS), p=weights / weights.sum())
+    same = rng.random(len(REGIONS)) < PREEXISTING_SAME_CONDITION
+    return {region: names[main if s else o] for region, s, o in zip(REGIONS, same, own)}
+
+
+def preexisting_kind(anatomy_seed: int, region: str) -> str:
+    """How the phantom draws the pre-existing condition of ``region`` (:data:`PREEXISTING_KINDS`)."""
+    return PREEXISTING_APPEARANCE[preexisting_conditions(anatomy_seed)[region]]
 
 
 def _check_labels(labels: Mapping[str, int]) -> dict:
@@ -1204,7 +1261,8 @@ def make_phantom(
         Target points per lung of the vessel tree (about twice as many tube segments).
     anatomy_seed : int or None
         Patient seed (>= 0): the body plan, lung envelope, airways, vessels, parenchymal texture
-        and kind of pre-existing condition (see "Two seeds" in the module docstring). None: ``seed``.
+        and pre-existing condition of each sub-region (see "Two seeds" in the module docstring).
+        None: ``seed``.
         Two calls with the same ``anatomy_seed`` and grid give the same ``lungs`` and ``tissue``.
 
     Returns
@@ -1278,8 +1336,8 @@ def make_phantom(
 
     signs = np.zeros(shape, dtype=np.uint8)
     size = difficulty**-0.5
-    kind = preexisting_kind(anatomy_seed)
-    details = {"preexisting_kind": kind, "signs": {}}
+    conditions = preexisting_conditions(anatomy_seed)
+    details = {"preexisting_conditions": conditions, "signs": {}}
     if any(labels.values()):
         step = tuple(max(1, int(round(5.0 / s))) for s in spacing)
         coarse = lung[:: step[0], :: step[1], :: step[2]]
@@ -1287,7 +1345,7 @@ def make_phantom(
         # pleural surface (the distance transform does not count the array's edge as outside).
         coarse_dist = ndimage.distance_transform_edt(coarse, sampling=[c * s for c, s in zip(step, spacing)])
         ctx = _Context(axes, spacing, lung, step, coarse_dist, h, size, min(1.0, size), anat.midline)
-        details = _plant_signs(labels, seed, kind, ctx, hu, signs, box)
+        details = _plant_signs(labels, seed, conditions, ctx, hu, signs, box)
 
     hu = _blur(hu, spacing, blur_mm)
     noise_rng = np.random.default_rng([seed, 5])

@@ -11,6 +11,8 @@ import pytest
 from scipy import ndimage
 
 from sapsam_utils.phantom import (
+    PREEXISTING_APPEARANCE,
+    PREEXISTING_CONDITIONS,
     PREEXISTING_KINDS,
     REGION_MARGIN,
     TISSUES,
@@ -18,6 +20,7 @@ from sapsam_utils.phantom import (
     gravity_gradient,
     grid_axes,
     make_phantom,
+    preexisting_conditions,
     preexisting_kind,
 )
 from sapsam_utils.regions import (
@@ -207,9 +210,11 @@ def test_dependent_lung_denser(small_control):
 
 @pytest.mark.parametrize("kind", PREEXISTING_KINDS)
 def test_preexisting_kinds_hu(kind):
-    seed = next(s for s in range(100) if preexisting_kind(s) == kind)
+    seed = next(s for s in range(1000) if preexisting_kind(s, "RU") == preexisting_kind(s, "LM") == kind)
     p = make_phantom({"RU_preexisting": 1, "LM_preexisting": 1}, seed, **SMALL)
-    assert p.details["preexisting_kind"] == kind
+    planted = [info for region in ("RU", "LM") for name, info in p.details["signs"][region] if name == "preexisting"]
+    assert [info["kind"] for info in planted] == [kind, kind]
+    assert [info["condition"] for info in planted] == [p.details["preexisting_conditions"][r] for r in ("RU", "LM")]
     hu = p.ct.array[p.signs.array == SIGN_CODES["preexisting"]]
     if kind == "emphysema":
         assert np.median(hu) < -920
@@ -219,6 +224,26 @@ def test_preexisting_kinds_hu(kind):
         assert -700 <= np.median(hu) <= -450
     else:  # dilated air lumens inside soft-tissue walls
         assert (hu < -900).mean() > 0.1 and (hu > -200).mean() > 0.2
+
+
+def test_preexisting_conditions_follow_the_papers_proportions():
+    draws = [preexisting_conditions(seed) for seed in range(10000)]
+    assert all(list(d) == list(REGIONS) for d in draws[:10])
+    names = list(PREEXISTING_CONDITIONS)
+    paper = np.array([PREEXISTING_CONDITIONS[n] for n in names], float)
+    paper /= paper.sum()  # consolidation 0.28 ... cystic fibrosis 0.07
+    for region in REGIONS:  # each sub-region's condition follows the paper's proportions
+        counts = np.array([sum(d[region] == n for d in draws) for n in names], float)
+        np.testing.assert_allclose(counts / counts.sum(), paper, atol=0.015)
+    # a patient's sub-regions share their main condition: two of them agree more often than
+    # independent draws would (sum of squared proportions: 0.18)
+    same = np.mean([d["RU"] == d["LU"] for d in draws])
+    assert 0.3 < same < 0.5 and same > (paper**2).sum() + 0.1
+    # every condition is drawn by one of the phantom's kinds, and the kind follows the condition
+    assert set(PREEXISTING_APPEARANCE) == set(PREEXISTING_CONDITIONS)
+    assert set(PREEXISTING_APPEARANCE.values()) == set(PREEXISTING_KINDS)
+    assert all(preexisting_kind(s, r) == PREEXISTING_APPEARANCE[draws[s][r]] for s in range(50) for r in REGIONS)
+    assert preexisting_conditions(123) == preexisting_conditions(123)  # deterministic by seed
 
 
 def test_scanner_blur_mixes_edges_and_keeps_means():
@@ -281,7 +306,7 @@ def test_anatomy_seed_fixes_the_patient_and_seed_the_scan():
     later = make_phantom(labels, 32, anatomy_seed=7, **TINY)
     np.testing.assert_array_equal(first.lungs.array, later.lungs.array)
     np.testing.assert_array_equal(first.tissue.array, later.tissue.array)
-    assert first.details["preexisting_kind"] == later.details["preexisting_kind"] == preexisting_kind(7)
+    assert first.details["preexisting_conditions"] == later.details["preexisting_conditions"] == preexisting_conditions(7)
     assert not np.array_equal(first.signs.array, later.signs.array)  # the scan seed places the signs
     assert_signs_where_labelled(later, labels)
     # Without signs and noise, two scans of one patient are the same image (texture, vessels,
