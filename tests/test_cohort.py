@@ -10,6 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from sapsam_utils.cohort import (
+    PAPER_TABLE1,
     ScanBuildError,
     auc,
     build_scans,
@@ -17,12 +18,16 @@ from sapsam_utils.cohort import (
     cohort_summary,
     scans_stage_params,
     select_patients,
+    preexisting_table,
     sign_table,
     simulate_cohort,
+    table1,
     two_year_death,
 )
 from sapsam_utils.manifest import ALL_COLUMNS, normalise, phantom_seeds, read_manifest, write_manifest
 from sapsam_utils.paths import project_path, shared_ct_dir
+from sapsam_utils.phantom import PREEXISTING_CONDITIONS
+from sapsam_utils.summary import PAPER_NUMBERS, load_paper_numbers
 from sapsam_utils.realism import body_mask, body_size_mm, hu_distance, lung_estimate, realism_measures
 from sapsam_utils.regions import LABEL_COLUMNS, LABELS, REGIONS, lung_box, region_labels, region_map
 from sapsam_utils.volume import Volume, read_volume
@@ -105,23 +110,82 @@ def test_sign_occurrence_follows_table_1s_pattern(cohort):
     assert table["total"].sum() == cohort[list(LABEL_COLUMNS)].to_numpy().sum()
 
 
+def _next_to(region):
+    """The adjacent level on the same side and the same level on the other side."""
+    levels = "UML"
+    i = levels.index(region[1])
+    same_side = [region[0] + levels[j] for j in (i - 1, i + 1) if 0 <= j < 3]
+    return same_side + [{"R": "L", "L": "R"}[region[0]] + region[1]]
+
+
 def test_disease_evolves_between_scans(cohort):
     cpa = cohort[cohort["group"] == "cpa"]
-    appear = regress = spread = new_cavities = 0
+    appear = regress = 0
+    at_risk = {True: 0, False: 0}  # regions without a cavity, by whether a neighbour has one
+    new = {True: 0, False: 0}
     for _, scans in cpa.groupby("patient_id"):
         labels = scans[list(LABEL_COLUMNS)].to_numpy()
         appear += int(((labels[1:] == 1) & (labels[:-1] == 0)).sum())
         regress += int(((labels[1:] == 0) & (labels[:-1] == 1)).sum())
         for before, after in zip(scans.iloc[:-1].to_dict("records"), scans.iloc[1:].to_dict("records")):
             for region in REGIONS:
-                if after[f"{region}_cavity"] and not before[f"{region}_cavity"]:
-                    new_cavities += 1
-                    same_side = [r for r in REGIONS if r[0] == region[0] and r != region]
-                    spread += any(before[f"{r}_cavity"] for r in same_side)
+                if not before[f"{region}_cavity"]:
+                    near = any(before[f"{r}_cavity"] for r in _next_to(region))
+                    at_risk[near] += 1
+                    new[near] += after[f"{region}_cavity"]
     assert appear > 50 and regress > 20
-    assert spread > 0.6 * new_cavities  # new cavities mostly appear beside existing ones
+    assert new[True] > 0.6 * (new[True] + new[False])  # new cavities mostly appear beside existing ones
+    assert new[True] / at_risk[True] > 3 * new[False] / at_risk[False]
     balls = cpa[[f"{r}_fungus_ball" for r in REGIONS]].to_numpy().sum(axis=1)
     assert (balls[cpa.groupby("patient_id").cumcount().to_numpy() > 0] > 0).any()
+
+
+def test_the_committed_cohort_matches_table_1():
+    committed = read_manifest(project_path("data_manifest.csv"))
+    table = table1(committed)
+    assert len(table) == 18 and table["paper"].sum() == sum(sum(sum(lr) for lr in t) for t in PAPER_TABLE1.values())
+    assert table.set_index(["sign", "level", "side"]).loc[("cavity", "upper", "left"), "paper"] == 172
+    assert table.set_index(["sign", "level", "side"]).loc[("fungus_ball", "upper", "right"), "paper"] == 143
+    # every cell within 15 % or 5 studies of the paper's, whichever is wider
+    assert table["within"].all(), table[~table["within"]]
+    tolerance = np.maximum(0.15 * table["paper"], 5)
+    assert ((table["cohort"] - table["paper"]).abs() <= tolerance).all()
+    # the cohort count is that of the manifest's own sub-region (table left | right = patient's L | R)
+    for row in table.itertuples():
+        assert row.region == row.side[0].upper() + row.level[0].upper()
+        assert row.cohort == committed.loc[committed["group"] == "cpa", f"{row.region}_{row.sign}"].sum()
+
+
+def test_the_books_paper_numbers_hold_table_1():
+    rows = [r for r in load_paper_numbers(project_path(PAPER_NUMBERS)) if r["key"].startswith("table1_")]
+    expected = {f"table1_{sign}_{level}_{side}": n
+                for sign, levels in PAPER_TABLE1.items()
+                for level, pair in zip(("upper", "middle", "lower"), levels)
+                for side, n in zip(("left", "right"), pair)}
+    assert {r["key"]: r["paper"] for r in rows} == expected
+    assert {r["notebook"] for r in rows} == {"01_cohort"}
+
+
+def test_table1_flags_counts_outside_the_tolerance():
+    rows = pd.DataFrame([{c: 0 for c in LABEL_COLUMNS} | {"group": "cpa"} for _ in range(3)])
+    rows.loc[:, "LL_cavity"] = 1  # 3 left lower cavities (paper 5): within 5 studies
+    table = table1(rows).set_index(["sign", "level", "side"])
+    assert table.loc[("cavity", "lower", "left"), "cohort"] == 3 and table.loc[("cavity", "lower", "left"), "within"]
+    assert not table.loc[("cavity", "upper", "left"), "within"]  # 0 against 172
+    assert table.loc[("pleural_thickening", "lower", "right"), "within"]  # 0 against 3
+    assert table.loc[("cavity", "upper", "left"), "tolerance"] == pytest.approx(0.15 * 172)
+    controls = rows.assign(group="control")  # only CPA studies count
+    assert table1(controls)["cohort"].sum() == 0
+
+
+def test_the_cohorts_preexisting_conditions_follow_the_paper():
+    table = preexisting_table(read_manifest(project_path("data_manifest.csv")))
+    assert table["condition"].tolist() == list(PREEXISTING_CONDITIONS)
+    assert table["paper"].tolist() == [112, 86, 66, 39, 38, 26, 31]
+    # about as many (study, condition) pairs as the paper's 398, in the paper's proportions
+    assert abs(table["cohort"].sum() - 398) <= 40
+    np.testing.assert_allclose(table["cohort_share"], table["paper_share"], atol=0.05)
+    assert table["within"].sum() >= 5  # a cohort of 96 patients scatters around the paper's counts
 
 
 def test_two_year_survival_is_learnable_but_not_trivial(cohort):
