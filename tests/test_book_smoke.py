@@ -107,6 +107,8 @@ def test_a_book_without_the_public_cases_says_what_it_skipped(book_without_publi
         assert "python -m sapsam_utils.public_ct fetch DEST" in text, stem
         assert json.loads((book_without_public_ct["workdir"] / "results" / f"{stem}.json").read_text())[
             "public_ct_available"] is False
+    segmentation = (html / "book" / "executed" / "02_segmentation.html").read_text()
+    assert "on a real chest CT (public" not in segmentation  # no real-CT figure, not even its caption
     summary = (html / "book" / "summary.html").read_text()
     rows = [line for line in summary.splitlines() if "not measured: public CT not available" in line]
     assert len(rows) >= 3  # the realism row and the two LIDC-IDRI rows, never a number
