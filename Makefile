@@ -1,5 +1,6 @@
 # The study's two commands (see README.md):
 #   make book [PROFILE=smoke|default|paper]   execute every notebook, then render the book
+#             [PUBLIC_CT_ROOT=dir]            the public CT cases' folder (default: the profile's)
 #   make test [PYTEST_ARGS="-k frame"]        run the test suite
 # Both create the environment (.venv, from the pins of pyproject.toml) when it is missing, and
 # refresh it when pyproject.toml changes.
@@ -14,7 +15,7 @@ VENV_STAMP := $(VENV)/.installed
 .PHONY: book test env clean
 
 book: $(VENV_STAMP)
-	$(PY) -m sapsam_utils.runner --profile $(PROFILE)
+	$(PY) -m sapsam_utils.runner --profile $(PROFILE) $(if $(PUBLIC_CT_ROOT),--public-ct-root "$(PUBLIC_CT_ROOT)")
 	$(VENV)/bin/jupyter-book build . -n -W --keep-going
 	@echo "The book: _build/html/index.html"
 

@@ -258,7 +258,8 @@ def validate_manifest(table: pd.DataFrame, base_dir: str | os.PathLike | None = 
     return problems
 
 
-def read_manifest(path: str | os.PathLike, check_paths: bool = True) -> pd.DataFrame:
+def read_manifest(path: str | os.PathLike, check_paths: bool = True,
+                  base_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """Read and validate a manifest.
 
     Parameters
@@ -266,7 +267,10 @@ def read_manifest(path: str | os.PathLike, check_paths: bool = True) -> pd.DataF
     path : path-like
         The CSV file.
     check_paths : bool
-        Check that every source and label path exists (relative to the manifest's folder).
+        Check that every source and label path exists (relative to ``base_dir``).
+    base_dir : path-like, optional
+        The folder that relative paths resolve against; default: the manifest's folder. (The
+        public cases' manifest resolves against ``public_ct_root``: :mod:`sapsam_utils.public_ct`.)
 
     Returns
     -------
@@ -290,7 +294,8 @@ def read_manifest(path: str | os.PathLike, check_paths: bool = True) -> pd.DataF
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise ManifestError(path, [f"not a readable CSV file ({err})"]) from err
     table.columns = [str(c).strip() for c in table.columns]
-    problems = validate_manifest(table, path.parent if check_paths else None)
+    base = Path(base_dir) if base_dir is not None else path.parent
+    problems = validate_manifest(table, base if check_paths else None)
     if problems:
         raise ManifestError(path, problems)
     return normalise(table)

@@ -1,5 +1,8 @@
 """Where the project, its inputs and the shared public CT cases are.
 
+The book reads the public CT cases from its ``public_ct_root`` setting
+(:mod:`sapsam_utils.public_ct`); :func:`shared_ct_dir` is where the tests and benchmarks look.
+
 Notebooks run with papermill from the project root, or from ``notebooks/`` in JupyterLab;
 :func:`project_path` makes the same relative parameter (``data_manifest.csv``,
 ``work/default``) mean the same file in both cases.
@@ -29,6 +32,6 @@ def project_path(path: str | os.PathLike) -> Path:
 
 
 def shared_ct_dir() -> Path:
-    """The folder of the public CT cases: ``$SAPSAM_SHARED_CT``, else ``../shared/ct`` beside the project."""
+    """The public CT cases for tests and benchmarks: ``$SAPSAM_SHARED_CT``, else ``../shared/ct`` beside the project."""
     env = os.environ.get("SAPSAM_SHARED_CT")
     return Path(env) if env else project_root().parent / "shared" / "ct"

@@ -9,8 +9,11 @@ Usage (from the project root, with the project's environment)::
 What it does, for each notebook chapter of ``_toc.yml`` (chapters named ``book/executed/<stem>``):
 
 1. merges the ``common`` block and the ``<stem>`` block of ``notebooks/params/<profile>.yaml``
-   (``--workdir`` overrides ``workdir``), and refuses names that the notebook's ``parameters``
-   cell does not define (a typo in a profile would otherwise be silently ignored);
+   (``--workdir`` overrides ``workdir``, ``--public-ct-root`` overrides ``public_ct_root``); a
+   ``common`` setting goes to each notebook whose ``parameters`` cell defines it (``public_ct_root``
+   only to the chapters that read the public CT cases). It refuses a name of a notebook's block
+   that its ``parameters`` cell does not define, and a ``common`` name that no notebook defines
+   (a typo in a profile would otherwise be silently ignored);
 2. executes ``notebooks/<stem>.ipynb`` with papermill, the project root as working folder, on the
    ``sapsam`` kernel (this interpreter: see :func:`ensure_kernel`);
 3. on success: hides papermill's injected-parameters cell in the book (tag ``remove-cell``), adds a
@@ -227,17 +230,24 @@ def run_notebook(root: Path, stem: str, profile: str, params: dict[str, Any], ke
 
 
 def plan_run(root: Path, profile: str, workdir: str | None = None,
-             only: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+             only: Iterable[str] | None = None, public_ct_root: str | None = None) -> dict[str, dict[str, Any]]:
     """The notebooks to run, in toc order, with their parameters, all checked before any runs.
+
+    A ``common`` setting goes to the notebooks whose parameters cell defines it; ``public_ct_root``
+    (when given) replaces the profile's value in each of those.
 
     Raises
     ------
     RunnerError
-        For an ``only`` stem that is not a chapter, a missing notebook or profile block, or a
-        parameter that a notebook does not define — so that a typo fails in seconds, not after
-        the notebooks before it have run.
+        For an ``only`` stem that is not a chapter, a missing notebook or profile block, a
+        parameter of a notebook's block that the notebook does not define, or a ``common`` one
+        that no notebook defines — so that a typo fails in seconds, not after the notebooks
+        before it have run.
     """
-    stems = toc_notebooks(root)
+    import papermill
+
+    chapters = toc_notebooks(root)
+    stems = chapters
     if only:
         only = list(only)
         missing = sorted(set(only) - set(stems))
@@ -245,18 +255,32 @@ def plan_run(root: Path, profile: str, workdir: str | None = None,
             raise RunnerError(f"--only {missing}: not notebook chapters of _toc.yml ({stems})")
         stems = [s for s in stems if s in only]
     blocks = load_profile(root, profile)
+    name = f"notebooks/params/{profile}.yaml"
+    known = {}
+    for stem in chapters:
+        source = root / "notebooks" / f"{stem}.ipynb"
+        if stem in stems and not source.is_file():
+            raise RunnerError(f"{source}: _toc.yml lists chapter '{stem}' but the notebook does not exist")
+        known[stem] = set(papermill.inspect_notebook(str(source))) if source.is_file() else set()
+    common = dict(blocks.get("common", {}))
+    if public_ct_root is not None:
+        common["public_ct_root"] = public_ct_root
+    unused = sorted(k for k in common if not any(k in known[s] for s in chapters))
+    if unused:
+        raise RunnerError(f"{name}: the common block passes {unused}, which no notebook's parameters cell defines")
     plan = {}
     for stem in stems:
-        source = root / "notebooks" / f"{stem}.ipynb"
-        if not source.is_file():
-            raise RunnerError(f"{source}: _toc.yml lists chapter '{stem}' but the notebook does not exist")
-        plan[stem] = notebook_parameters(blocks, stem, workdir, f"notebooks/params/{profile}.yaml")
-        check_parameters(source, plan[stem])
+        params = notebook_parameters(blocks, stem, workdir, name)
+        if public_ct_root is not None:
+            params["public_ct_root"] = public_ct_root
+        own = set(blocks.get(stem, {})) | {"workdir"}
+        plan[stem] = {k: v for k, v in params.items() if k in known[stem] or k in own or k not in common}
+        check_parameters(root / "notebooks" / f"{stem}.ipynb", plan[stem])
     return plan
 
 
 def run(root: Path, profile: str, workdir: str | None = None, only: Iterable[str] | None = None,
-        log=print) -> list[str]:
+        log=print, public_ct_root: str | None = None) -> list[str]:
     """Run the notebooks of ``root/_toc.yml`` (or the ``only`` subset, in toc order).
 
     Returns the stems that ran. Writes ``book/executed/provenance.{json,md}`` and
@@ -264,7 +288,7 @@ def run(root: Path, profile: str, workdir: str | None = None, only: Iterable[str
     failed notebook), so they always describe the executed notebooks that exist.
     """
     root = Path(root).resolve()
-    plan = plan_run(root, profile, workdir, only)
+    plan = plan_run(root, profile, workdir, only, public_ct_root)
     stems = list(plan)
     kernel = ensure_kernel()
     executed_dir = root / EXECUTED_DIR
@@ -300,6 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", default="default",
                         help="parameter profile: notebooks/params/<profile>.yaml (smoke, default, paper)")
     parser.add_argument("--workdir", help="override the profile's workdir (relative to the root)")
+    parser.add_argument("--public-ct-root", metavar="DIR",
+                        help="folder of the public CT cases (overrides the profile's public_ct_root; "
+                             "relative to the root); a folder without them builds the book without them")
     parser.add_argument("--only", nargs="+", metavar="STEM",
                         help="run only these notebooks (file stems, e.g. 02_segmentation)")
     parser.add_argument("--root", default=None,
@@ -308,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     root = Path(args.root) if args.root else project_root()
     try:
-        stems = run(root, args.profile, args.workdir, args.only)
+        stems = run(root, args.profile, args.workdir, args.only, public_ct_root=args.public_ct_root)
     except (RunnerError, NotebookFailed) as error:
         print(f"[runner] FAILED: {error}", file=sys.stderr)
         return 1

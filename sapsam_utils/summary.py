@@ -1,7 +1,9 @@
 """The "paper vs this reproduction" table, from the results JSONs of the executed notebooks.
 
 ``book/paper_numbers.yaml`` lists the paper's reported numbers, each with the notebook and the
-results key where this reproduction writes its own. :func:`write_summary` reads
+results key where this reproduction writes its own. A row marked ``needs: public_ct`` is measured
+on the public CT cases: when its notebook found none (results ``public_ct_available: false``),
+the row says "not measured: public CT not available", never a number. :func:`write_summary` reads
 ``{workdir}/results/<stem>.json`` of every executed notebook (the workdir that the provenance
 records for it) and writes ``book/executed/summary.md``, which ``book/summary.md`` includes:
 a headline table (paper | ours, or "not yet reproduced") and every number of the build.
@@ -22,7 +24,11 @@ from sapsam_utils.provenance import Provenance
 
 PAPER_NUMBERS = "book/paper_numbers.yaml"
 NOT_REPRODUCED = "not yet reproduced"
+#: Shown for a row that needs the public CT cases when its notebook did not find them.
+NOT_AVAILABLE = "not measured: public CT not available"
 REQUIRED_KEYS = ("notebook", "quantity", "paper", "key")
+#: What an optional ``needs`` of a row may name: the data the number is measured on.
+NEEDS = ("public_ct",)
 
 
 def load_paper_numbers(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -32,6 +38,8 @@ def load_paper_numbers(path: str | os.PathLike) -> list[dict[str, Any]]:
         missing = [k for k in REQUIRED_KEYS if k not in row]
         if missing:
             raise ValueError(f"{path}: row {number} ({row}) lacks {missing}")
+        if row.get("needs", NEEDS[0]) not in NEEDS:
+            raise ValueError(f"{path}: row {number}: needs {row['needs']!r} is not one of {NEEDS}")
     return rows
 
 
@@ -65,6 +73,8 @@ def ours(row: dict[str, Any], results: dict[str, dict[str, Any] | None]) -> str:
     metrics = results[stem]
     if metrics is None:
         return f"{NOT_REPRODUCED} ({stem} wrote no results)"
+    if row.get("needs") == "public_ct" and metrics.get("public_ct_available") is False:
+        return NOT_AVAILABLE
     if row["key"] not in metrics:
         return NOT_REPRODUCED
     return format_value(metrics[row["key"]])

@@ -349,9 +349,9 @@ def test_stage_params_change_with_rows_and_grid(cohort):
 
 @pytest.mark.skipif(not shared_ct_dir().is_dir(), reason=f"public CT cases not found at {shared_ct_dir()}")
 def test_build_scans_reads_the_dicom_case_of_the_public_manifest(tmp_path):
-    manifest = read_manifest(project_path("manifests/public_ct.csv"))
+    manifest = read_manifest(project_path("manifests/public_ct.csv"), base_dir=shared_ct_dir())
     dicom = manifest[manifest["scan_id"] == "lung-dx-a0002"]
-    summary = build_scans(dicom, project_path("manifests"), tmp_path, n_jobs=1, progress=False)
+    summary = build_scans(dicom, shared_ct_dir(), tmp_path, n_jobs=1, progress=False)
     assert summary["kind"].tolist() == ["dicom"] and summary["shape"][0] == (30, 512, 512)
     ct = read_volume(tmp_path / "lung-dx-a0002" / "ct.nii.gz")
     lesions = read_volume(tmp_path / "lung-dx-a0002" / "lesions.nii.gz")

@@ -33,7 +33,8 @@ def test_toc_lists_the_seven_notebooks_in_order_between_intro_and_results(root):
 @pytest.mark.parametrize("profile", PROFILES)
 def test_profiles_have_common_parameters_and_one_block_per_notebook(root, profile):
     blocks = runner.load_profile(root, profile)
-    assert blocks["common"] == {"manifest": "data_manifest.csv", "workdir": f"work/{profile}", "seed": 0}
+    assert blocks["common"] == {"manifest": "data_manifest.csv", "workdir": f"work/{profile}", "seed": 0,
+                                "public_ct_root": "../shared/ct"}
     assert set(blocks) == {"common", *STEMS}
 
 
@@ -129,6 +130,25 @@ def test_unknown_profile_parameter_is_refused_before_anything_runs(make_project,
     assert not (tmp_path / "work" / "results" / "01_a.json").exists()
 
 
+def test_a_common_setting_goes_only_to_the_notebooks_that_define_it(make_project, tmp_path):
+    common = {"manifest": "data_manifest.csv", "workdir": str(tmp_path / "work"), "seed": 3, "public_ct_root": "ct"}
+    project = make_project({"01_a": ["pass"], "02_b": ["pass"]}, blocks={"common": common})
+    path = project / "notebooks" / "01_a.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[1].source += '\npublic_ct_root = "../shared/ct"  # the public CT cases'
+    nbformat.write(nb, path)
+    plan = runner.plan_run(project, "smoke")
+    assert plan["01_a"]["public_ct_root"] == "ct" and "public_ct_root" not in plan["02_b"]
+    plan = runner.plan_run(project, "smoke", public_ct_root="/elsewhere")  # --public-ct-root
+    assert plan["01_a"]["public_ct_root"] == "/elsewhere" and "public_ct_root" not in plan["02_b"]
+    assert runner.plan_run(project, "smoke", only=["02_b"]) == {"02_b": {k: v for k, v in common.items()
+                                                                        if k != "public_ct_root"}}
+    profile = project / "notebooks" / "params" / "smoke.yaml"
+    profile.write_text(profile.read_text().replace("public_ct_root:", "public_ct_rot:"))
+    with pytest.raises(runner.RunnerError, match=r"common block passes \['public_ct_rot'\], which no notebook"):
+        runner.plan_run(project, "smoke")
+
+
 def test_only_runs_a_subset_in_toc_order_and_rejects_unknown_stems(make_project, tmp_path):
     project = make_project({s: [results_cell(s, {"n": i})] for i, s in enumerate(["01_a", "02_b", "03_c"])})
     assert runner.run(project, "smoke", only=["03_c", "01_a"], log=lambda _: None) == ["01_a", "03_c"]
@@ -180,6 +200,21 @@ def test_notebook_record_hashes_the_manifest_the_notebooks_read(root):
 def test_paper_numbers_name_toc_notebooks(root):
     rows = summary.load_paper_numbers(root / summary.PAPER_NUMBERS)
     assert rows and {row["notebook"] for row in rows} <= set(STEMS)
+
+
+def test_summary_marks_public_ct_numbers_not_measured_when_the_cases_were_not_found():
+    rows = [{"notebook": "02_s", "quantity": "nodules kept", "paper": None, "key": "real_share", "needs": "public_ct"},
+            {"notebook": "02_s", "quantity": "dice", "paper": None, "key": "dice"}]
+    record = Provenance({}, {"02_s": {"profile": "smoke"}})
+    absent = summary.render_summary(rows, {"02_s": {"public_ct_available": False, "dice": 0.9}}, record)
+    assert f"| 02_s | nodules kept | — | {summary.NOT_AVAILABLE} |" in absent
+    assert summary.NOT_AVAILABLE == "not measured: public CT not available"
+    assert "| 02_s | dice | — | 0.9 |" in absent
+    present = summary.render_summary(rows, {"02_s": {"public_ct_available": True, "real_share": 0.95}}, record)
+    assert "| 02_s | nodules kept | — | 0.95 |" in present
+    without_labels = summary.render_summary(rows, {"02_s": {"public_ct_available": True,
+                                                            "real_share": "not measured: no lesion labels"}}, record)
+    assert "| 02_s | nodules kept | — | not measured: no lesion labels |" in without_labels
 
 
 def test_summary_says_what_is_not_reproduced():

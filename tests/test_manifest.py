@@ -170,10 +170,11 @@ def test_the_committed_default_manifest_validates():
 
 @pytest.mark.skipif(not shared_ct_dir().is_dir(), reason=f"public CT cases not found at {shared_ct_dir()}")
 def test_the_public_ct_manifest_validates():
-    table = read_manifest(project_path("manifests/public_ct.csv"))
+    # its paths resolve against public_ct_root (here the shared cases), not the manifest's folder
+    table = read_manifest(project_path("manifests/public_ct.csv"), base_dir=shared_ct_dir())
     assert table["scan_id"].tolist() == ["lidc-idri-0001", "lidc-idri-0003", "lung-dx-a0001", "lung-dx-a0002"]
     assert (table["group"] == "control").all() and table[list(LABEL_COLUMNS)].to_numpy().sum() == 0
-    kinds = [source_kind(s, project_path("manifests")) for s in table["source"]]
+    kinds = [source_kind(s, shared_ct_dir()) for s in table["source"]]
     assert kinds == ["nifti", "nifti", "nifti", "dicom"]
 
 

@@ -114,10 +114,10 @@ def test_figure_names_are_unique_and_prefixed_by_their_notebook():
 
 @pytest.mark.parametrize("profile", runner.PROFILES)
 def test_profiles_pass_only_parameters_the_notebooks_define(root, profile):
-    blocks = runner.load_profile(root, profile)
-    for path in NOTEBOOKS:
-        if path.stem in blocks:
-            runner.check_parameters(path, runner.notebook_parameters(blocks, path.stem))
+    plan = runner.plan_run(root, profile)  # raises on a name that a notebook does not define
+    assert set(plan) == {path.stem for path in NOTEBOOKS}
+    readers = {stem for stem, params in plan.items() if "public_ct_root" in params}
+    assert readers == {"01_cohort", "02_segmentation", "03_projections"}
 
 
 def test_every_notebook_is_a_book_chapter(root):
