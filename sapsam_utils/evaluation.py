@@ -1,0 +1,146 @@
+"""Scores of binary classifiers at the image, scan and patient level, with patient-level 95 % CIs.
+
+A prediction table has one row per image: ``scan_id, patient_id, rotation, label, probability``
+(:func:`sapsam_utils.training.prediction_table`). The levels:
+
+``image``
+    each row, the paper's unit ("N = 822 axial projections");
+``scan``
+    the mean probability over a scan's rotations, against the scan's label;
+``patient``
+    the mean of the patient's scan probabilities, against the patient's label (positive when any
+    of their scans is).
+
+Confidence intervals come from a **patient-level bootstrap**: patients are drawn with replacement,
+all their rows come along, and the scores are recomputed at the chosen level; the interval is the
+2.5th and 97.5th percentiles over the draws. Images and scans of one patient are not independent,
+so resampling them one by one would give intervals that are too narrow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+LEVELS = ("image", "scan", "patient")
+METRICS = ("precision", "recall", "f1", "accuracy", "auc")
+
+
+def roc_auc(labels, scores) -> float:
+    """Area under the ROC curve (Mann-Whitney statistic, ties counted half); NaN with one class."""
+    labels, scores = np.asarray(labels).astype(bool), np.asarray(scores, dtype=float)
+    n_pos, n_neg = labels.sum(), (~labels).sum()
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    # average ranks of ties
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_scores)) + 1]
+    ends = np.r_[starts[1:], len(scores)]
+    for s, e in zip(starts, ends):
+        ranks[order[s:e]] = (s + e + 1) / 2
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def binary_scores(labels, probability, threshold: float = 0.5) -> dict[str, float]:
+    """Precision, recall, F1, accuracy (at ``threshold``) and ROC AUC.
+
+    A score whose denominator is 0 (e.g. precision with no positive prediction) is NaN.
+    """
+    labels = np.asarray(labels).astype(bool)
+    predicted = np.asarray(probability, dtype=float) >= threshold
+    tp = float(np.sum(predicted & labels))
+    fp = float(np.sum(predicted & ~labels))
+    fn = float(np.sum(~predicted & labels))
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+    accuracy = float(np.mean(predicted == labels)) if len(labels) else float("nan")
+    return {"precision": precision, "recall": recall, "f1": f1, "accuracy": accuracy,
+            "auc": roc_auc(labels, probability)}
+
+
+def confusion_matrix(labels, probability, threshold: float = 0.5) -> np.ndarray:
+    """``[[TN, FP], [FN, TP]]`` (rows: truth 0 / 1, columns: predicted 0 / 1)."""
+    labels = np.asarray(labels).astype(bool)
+    predicted = np.asarray(probability, dtype=float) >= threshold
+    return np.array([[np.sum(~labels & ~predicted), np.sum(~labels & predicted)],
+                     [np.sum(labels & ~predicted), np.sum(labels & predicted)]])
+
+
+def aggregate(predictions: pd.DataFrame, level: str) -> pd.DataFrame:
+    """The prediction table at ``level``: columns ``patient_id, label, probability`` (+ ``scan_id``)."""
+    if level == "image":
+        return predictions
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+    scans = (predictions.groupby("scan_id", sort=True)
+             .agg(patient_id=("patient_id", "first"), label=("label", "max"), probability=("probability", "mean"))
+             .reset_index())
+    if level == "scan":
+        return scans
+    return (scans.groupby("patient_id", sort=True)
+            .agg(label=("label", "max"), probability=("probability", "mean")).reset_index())
+
+
+def _patient_rows(table: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
+    codes, patients = pd.factorize(table["patient_id"], sort=True)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(patients) + 1))
+    return patients.to_numpy(), [order[bounds[k]:bounds[k + 1]] for k in range(len(patients))]
+
+
+def bootstrap_scores(
+    predictions: pd.DataFrame, level: str = "scan", n_boot: int = 1000, seed: int = 0, threshold: float = 0.5
+) -> pd.DataFrame:
+    """The scores of one draw per row: ``n_boot`` patient-level bootstrap draws at ``level``."""
+    table = aggregate(predictions, level)
+    _, rows = _patient_rows(table)
+    labels, prob = table["label"].to_numpy(), table["probability"].to_numpy()
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        picked = np.concatenate([rows[p] for p in rng.integers(0, len(rows), len(rows))])
+        draws.append(binary_scores(labels[picked], prob[picked], threshold))
+    return pd.DataFrame(draws, columns=list(METRICS))
+
+
+def evaluate(
+    predictions: pd.DataFrame, levels=LEVELS, n_boot: int = 1000, seed: int = 0, threshold: float = 0.5
+) -> pd.DataFrame:
+    """Scores with patient-level bootstrap 95 % CIs at each level.
+
+    Parameters
+    ----------
+    predictions : pandas.DataFrame
+        One row per image (``patient_id, scan_id, label, probability``).
+    levels : sequence of str
+        Among ``image``, ``scan``, ``patient``.
+    n_boot : int
+        Bootstrap draws (>= 1,000 for a reported interval).
+    seed : int
+    threshold : float
+        Probability at and above which the prediction is positive.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (level, metric): ``value``, ``ci_low``, ``ci_high``, ``n`` (units scored) and
+        ``n_patients``.
+    """
+    rows = []
+    for level in levels:
+        table = aggregate(predictions, level)
+        point = binary_scores(table["label"], table["probability"], threshold)
+        draws = bootstrap_scores(predictions, level, n_boot, seed, threshold)
+        for metric in METRICS:
+            low, high = np.nanpercentile(draws[metric], [2.5, 97.5]) if draws[metric].notna().any() else (np.nan,) * 2
+            rows.append({"level": level, "metric": metric, "value": point[metric], "ci_low": float(low),
+                         "ci_high": float(high), "n": len(table), "n_patients": table["patient_id"].nunique()})
+    return pd.DataFrame(rows)
+
+
+def with_ci(value: float, low: float, high: float, digits: int = 3) -> str:
+    """``0.950 [0.900, 0.990]``: a number with its interval, for tables."""
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"

@@ -1,0 +1,75 @@
+"""Classifier scores at image / scan / patient level and the patient-level bootstrap, on known answers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sapsam_utils.evaluation import aggregate, binary_scores, bootstrap_scores, confusion_matrix, evaluate, roc_auc
+
+
+def test_binary_scores_known_values():
+    labels = [1, 1, 1, 0, 0]
+    prob = [0.9, 0.8, 0.2, 0.6, 0.1]  # TP 2, FN 1, FP 1, TN 1
+    s = binary_scores(labels, prob)
+    assert s["precision"] == pytest.approx(2 / 3) and s["recall"] == pytest.approx(2 / 3)
+    assert s["f1"] == pytest.approx(2 / 3) and s["accuracy"] == pytest.approx(3 / 5)
+    # AUC: of the 6 (positive, negative) pairs, 5 are ordered right (0.2 < 0.6 is the miss)
+    assert s["auc"] == pytest.approx(5 / 6)
+    np.testing.assert_array_equal(confusion_matrix(labels, prob), [[1, 1], [1, 2]])
+
+
+def test_auc_ties_and_one_class():
+    assert roc_auc([0, 1], [0.5, 0.5]) == pytest.approx(0.5)
+    assert roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0
+    assert np.isnan(roc_auc([1, 1], [0.2, 0.3]))
+    assert np.isnan(binary_scores([0, 0], [0.1, 0.2])["precision"])  # no positive prediction
+
+
+def predictions(n_patients=4, scans=2, rotations=3):
+    rows = []
+    for p in range(n_patients):
+        for s in range(scans):
+            for r in range(rotations):
+                rows.append({"patient_id": f"P{p}", "scan_id": f"P{p}S{s}", "rotation": r, "label": p % 2,
+                             "probability": 0.1 * r + 0.5 * (p % 2) + 0.05 * s})
+    return pd.DataFrame(rows)
+
+
+def test_levels_average_rotations_then_scans():
+    table = predictions()
+    scans = aggregate(table, "scan")
+    assert len(scans) == 8
+    assert scans.set_index("scan_id").loc["P1S1", "probability"] == pytest.approx(0.1 + 0.5 + 0.05)
+    patients = aggregate(table, "patient").set_index("patient_id")
+    assert patients.loc["P1", "probability"] == pytest.approx(0.1 + 0.5 + 0.025)
+    assert patients["label"].tolist() == [0, 1, 0, 1]
+
+
+def test_bootstrap_ci_of_a_proportion_matches_the_binomial_interval():
+    # 400 patients, one image each, half of them classified right: accuracy 0.5, the 95 % interval
+    # of a proportion is 0.5 +/- 1.96 * sqrt(0.25 / 400) = 0.5 +/- 0.049.
+    n = 400
+    labels = np.ones(n, dtype=int)
+    table = pd.DataFrame({"patient_id": [f"P{i}" for i in range(n)], "scan_id": [f"S{i}" for i in range(n)],
+                          "rotation": 0, "label": labels, "probability": np.tile([0.9, 0.1], n // 2)})
+    ev = evaluate(table, levels=["image"], n_boot=2000, seed=1).set_index("metric")
+    assert ev.loc["accuracy", "value"] == 0.5
+    assert ev.loc["accuracy", "ci_low"] == pytest.approx(0.451, abs=0.012)
+    assert ev.loc["accuracy", "ci_high"] == pytest.approx(0.549, abs=0.012)
+
+
+def test_bootstrap_resamples_patients_not_images():
+    # Two patients, 50 identical images each: one right, one wrong. Resampling images would give a
+    # narrow interval around 0.5; resampling patients gives draws of 0, 0.5 or 1 only.
+    table = pd.DataFrame({"patient_id": ["A"] * 50 + ["B"] * 50, "scan_id": ["a"] * 50 + ["b"] * 50,
+                          "rotation": list(range(50)) * 2, "label": 1, "probability": [0.9] * 50 + [0.1] * 50})
+    draws = bootstrap_scores(table, "image", n_boot=500, seed=0)
+    assert set(np.round(draws["accuracy"], 6)) <= {0.0, 0.5, 1.0}
+    ev = evaluate(table, levels=["image"], n_boot=500).set_index("metric")
+    assert ev.loc["accuracy", "ci_low"] == 0.0 and ev.loc["accuracy", "ci_high"] == 1.0
+
+
+def test_bootstrap_is_seeded():
+    a = bootstrap_scores(predictions(), "scan", n_boot=50, seed=3)
+    b = bootstrap_scores(predictions(), "scan", n_boot=50, seed=3)
+    pd.testing.assert_frame_equal(a, b)
