@@ -56,9 +56,12 @@ IMAGENET_FILES = {
 IMAGENET_FILES["vgg19_bn"] = IMAGENET_FILES["vgg19"]
 HEAD_UNITS = 1024
 HEAD_DROPOUT = 0.5
-#: Standard deviation of the head's Gaussian initial weights (the paper gives none; 0.01 is the
-#: classic choice for fully connected layers of this size).
+#: Standard deviation of the head's Gaussian initial weights in the paper's recipe (the paper
+#: gives none; 0.01 is the classic choice for fully connected layers on ImageNet features).
 HEAD_STDDEV = 0.01
+#: ``head_init`` choices: "paper" (Gaussian, :data:`HEAD_STDDEV`) or "he" (Gaussian with standard
+#: deviation sqrt(2 / fan_in), which keeps the signal's scale through the ReLU layers).
+HEAD_INITS = ("paper", "he")
 VGG19_BLOCKS = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
 
 
@@ -132,6 +135,13 @@ def _load_vgg19_kernels(model: keras.Model, weights) -> None:
             bn.set_weights([gamma, bias, mean, var])
 
 
+def _dense(units: int, activation, head_init: str, seed: int, name: str) -> layers.Dense:
+    """A head layer: Gaussian weights (paper's standard deviation, or He's), zero biases."""
+    init = (keras.initializers.RandomNormal(stddev=HEAD_STDDEV, seed=seed) if head_init == "paper"
+            else keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal", seed=seed))
+    return layers.Dense(units, activation=activation, kernel_initializer=init, bias_initializer="zeros", name=name)
+
+
 def frozen_layer_names(model: keras.Model, architecture: str, frozen_blocks: int = 2) -> list[str]:
     """Names of the backbone layers that the paper's "first two blocks frozen" freezes.
 
@@ -163,6 +173,7 @@ def build_classifier(
     weights: str | os.PathLike | None = None,
     frozen_blocks: int = 2,
     n_classes: int = 2,
+    head_init: str = "paper",
     seed: int = 0,
 ) -> keras.Model:
     """Build a classifier: resize + preprocessing, backbone without top, the paper's head.
@@ -179,6 +190,10 @@ def build_classifier(
     frozen_blocks : int
         How many of the first blocks are not trained (paper: 2; see :func:`frozen_layer_names`).
     n_classes : int
+    head_init : {"paper", "he"}
+        The head's Gaussian initial weights: standard deviation :data:`HEAD_STDDEV` (paper), or
+        sqrt(2 / fan_in) (He). With a random backbone, the paper's small weights shrink the
+        gradient reaching the backbone by about three orders of magnitude (see the disease chapter).
     seed : int
         Seeds the random initial weights (head, and backbone when not loaded).
 
@@ -205,12 +220,13 @@ def build_classifier(
     else:
         weight_arg = weights if weights in (None, "imagenet") else str(weights)
         features = _keras_backbone(architecture, x, weight_arg).output
-    init = keras.initializers.RandomNormal(stddev=HEAD_STDDEV, seed=seed)
+    if head_init not in HEAD_INITS:
+        raise ValueError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}")
     x = layers.Flatten(name="flatten")(features)
-    x = layers.Dense(HEAD_UNITS, activation="relu", kernel_initializer=init, bias_initializer="zeros", name="fc1")(x)
+    x = _dense(HEAD_UNITS, "relu", head_init, seed, "fc1")(x)
     x = layers.Dropout(HEAD_DROPOUT, seed=seed, name="dropout")(x)
-    x = layers.Dense(HEAD_UNITS, activation="relu", kernel_initializer=init, bias_initializer="zeros", name="fc2")(x)
-    x = layers.Dense(n_classes, kernel_initializer=init, bias_initializer="zeros", name="logits")(x)
+    x = _dense(HEAD_UNITS, "relu", head_init, seed + 1, "fc2")(x)
+    x = _dense(n_classes, None, head_init, seed + 2, "logits")(x)
     outputs = layers.Activation("softmax", name="probabilities")(x)
     model = keras.Model(inputs, outputs, name=f"sapsam_{architecture}")
     if architecture == "vgg19_bn" and weights is not None:

@@ -19,17 +19,16 @@ Batches (:class:`ImageBatches`) are drawn from the memory-mapped split arrays. T
 class-balanced by oversampling the smaller class after the split (as the paper balances its
 subsets), reshuffled every epoch, and get the 2-D augmentation (±20°, zoom 80–120 %); validation
 and test batches get neither. Every draw comes from ``(seed, epoch, batch)``, and the model's own
-random state (dropout) is saved with it, so a run interrupted after an epoch and resumed from
+random state (dropout) is set from ``(seed, epoch)`` at the start of each epoch, so a run interrupted after an epoch and resumed from
 ``last.keras`` ends with the same weights as one that was not. Code here is Keras 3 and
 backend-agnostic.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -39,7 +38,8 @@ import pandas as pd
 
 from . import cache
 from .augment import augment_batch
-from .datasets import balanced_indices, to_unit
+from .datasets import SPLITS, balanced_indices, check_patient_splits, load_split, to_unit
+from .models import build_classifier
 
 PREDICTION_COLUMNS = ["scan_id", "patient_id", "rotation", "label", "probability"]
 
@@ -58,6 +58,8 @@ class TrainParams:
         ``"imagenet"``, a weights file, or None (random initialisation).
     frozen_blocks : int
         First blocks not trained (paper: 2).
+    head_init : {"paper", "he"}
+        Initial weights of the head (:func:`sapsam_utils.models.build_classifier`).
     optimizer : {"sgd", "adam"}
     learning_rate, momentum : float
         Paper: SGD, 1e-4, momentum 0.9.
@@ -79,6 +81,7 @@ class TrainParams:
     input_size: int = 224
     weights: str | None = None
     frozen_blocks: int = 2
+    head_init: str = "paper"
     optimizer: str = "sgd"
     learning_rate: float = 1e-4
     momentum: float = 0.9
@@ -145,7 +148,7 @@ class ImageBatches(keras.utils.PyDataset):
         x[order] = to_unit(self.images[rows[order]])
         if self.augment is not None:
             x, _ = augment_batch(x, seed=np.random.default_rng([self.seed, i]), **self.augment)
-        out = (as_rgb(x), self.labels[rows])
+        out = (as_rgb(x), self.labels[rows].astype(np.int32))
         return out if self.weights is None else (*out, self.weights[rows])
 
 
@@ -177,6 +180,14 @@ def compile_model(model: keras.Model, params: TrainParams) -> keras.Model:
     model.compile(optimizer=make_optimizer(params), loss="sparse_categorical_crossentropy",
                   metrics=["sparse_categorical_accuracy"])
     return model
+
+
+def reseed(model: keras.Model, seed: int, epoch: int) -> None:
+    """Set every random state of ``model`` (dropout's seed generators) and Keras' global seed from
+    ``(seed, epoch)``, so an epoch draws the same masks whether or not the run was resumed."""
+    keras.utils.set_random_seed(seed * 100_003 + epoch)
+    for k, variable in enumerate(v for v in model.variables if v.path.endswith("seed_generator_state")):
+        variable.assign(np.array([seed * 1_000 + k, epoch * 1_000_003], dtype=variable.dtype))
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> None:
@@ -212,7 +223,7 @@ def fit(
     build : callable
         Returns a new, uncompiled model (called only when there is nothing to resume).
     train_images, train_labels, val_images, val_labels : numpy.ndarray
-        Images as stored (uint8) and integer labels.
+        Images as stored (uint8) and labels 0 / 1; rows labelled NaN (unknown) are left out.
     params : TrainParams
     log : callable or None
 
@@ -232,18 +243,21 @@ def fit(
     else:
         model = compile_model(build(), params)
         history = []
-    train_labels, val_labels = np.asarray(train_labels), np.asarray(val_labels)
+    train_labels, val_labels = np.asarray(train_labels, dtype=float), np.asarray(val_labels, dtype=float)
+    val_rows = np.flatnonzero(~np.isnan(val_labels))  # unknown labels (censored survival) take no part
     n_rows = None if params.steps_per_epoch is None else params.steps_per_epoch * params.batch_size
     augment = {"max_rotation_deg": params.max_rotation_deg, "zoom_range": tuple(params.zoom_range)}
-    val = ImageBatches(val_images, val_labels, np.arange(len(val_labels)), params.batch_size,
-                       weights=class_balance_weights(val_labels))
+    val_weights = np.zeros(len(val_labels), dtype=np.float32)
+    val_weights[val_rows] = class_balance_weights(val_labels[val_rows])
+    val = ImageBatches(val_images, np.nan_to_num(val_labels), val_rows, params.batch_size, weights=val_weights)
     best_loss = min((row["val_loss"] for row in history), default=np.inf)
     for epoch in range(len(history), params.epochs):
         t0 = time.perf_counter()
         rate = learning_rate_at(params, epoch)
+        reseed(model, params.seed, epoch)
         model.optimizer.learning_rate.assign(rate)
         rows = epoch_rows(train_labels, epoch, params.seed, n_rows)
-        batches = ImageBatches(train_images, train_labels, rows, params.batch_size, augment,
+        batches = ImageBatches(train_images, np.nan_to_num(train_labels), rows, params.batch_size, augment,
                                seed=params.seed * 100_003 + epoch)
         fitted = model.fit(batches, epochs=epoch + 1, initial_epoch=epoch, verbose=0)
         val_loss, val_acc = model.evaluate(val, verbose=0)
@@ -276,3 +290,85 @@ def prediction_table(records: pd.DataFrame, labels: np.ndarray, probability: np.
     return pd.DataFrame({"scan_id": records["scan_id"].to_numpy(), "patient_id": records["patient_id"].to_numpy(),
                          "rotation": records["rotation"].to_numpy(), "label": np.asarray(labels, dtype=int),
                          "probability": probability})[PREDICTION_COLUMNS]
+
+
+def models_stage(workdir: str | os.PathLike, params: TrainParams) -> Path:
+    """The ``models/<key>`` folder of these training parameters on the last ``datasets`` run."""
+    datasets_key, _ = cache.current_stage(workdir, "datasets")
+    return cache.stage_dir(workdir, "models", params.as_dict(), upstream=datasets_key)
+
+
+def model_name(task: str, architecture: str, axis: str) -> str:
+    """``<task>-<architecture>-<axis>``, the model's folder in its stage."""
+    return f"{task}-{architecture}-{axis}"
+
+
+def read_predictions(model_dir: str | os.PathLike, split: str) -> pd.DataFrame:
+    """A finished model's prediction table of one split."""
+    return pd.read_csv(Path(model_dir) / f"predictions_{split}.csv", dtype={"scan_id": str, "patient_id": str})
+
+
+def train_model(
+    workdir: str | os.PathLike,
+    params: TrainParams,
+    task: str = "disease",
+    axis: str = "axial",
+    kind: str = "whole",
+    label: str = "disease",
+    log: Callable[[str], None] | None = print,
+) -> Path:
+    """Train one classifier of the ``models`` stage and write its predictions on every split.
+
+    Reads the split arrays of the last ``datasets`` run (:func:`sapsam_utils.datasets.load_split`),
+    trains with :func:`fit` (resuming an interrupted run), then predicts every image of the
+    train, validation and test splits, checks that no patient is in two splits, and writes
+    ``done.json`` last. A finished model is reused as it is.
+
+    Parameters
+    ----------
+    workdir : path-like
+    params : TrainParams
+    task : str
+        Names the model (``disease``, ``survival``, a sign ...).
+    axis : {"axial", "coronal", "sagittal"}
+    kind : {"whole", "regions"}
+        Whole-scan (grey) or sub-region (3 HU windows) images.
+    label : str
+        The records' column holding the 0 / 1 label (NaN rows are left out).
+    log : callable or None
+
+    Returns
+    -------
+    pathlib.Path
+        The model's folder.
+    """
+    folder = models_stage(workdir, params) / model_name(task, params.architecture, axis)
+    if (folder / "done.json").is_file():
+        if log:
+            log(f"{folder.name}: finished earlier, reused ({folder})")
+        return folder
+    data = {split: load_split(workdir, kind, split, axes=[axis]) for split in SPLITS}
+    labels = {split: d.records[label].to_numpy(dtype=float) for split, d in data.items()}
+    image_shape = (*data["train"].images[axis].shape[1:3], 3)
+
+    def build():
+        return build_classifier(params.architecture, image_shape, params.input_size, params.weights,
+                                params.frozen_blocks, head_init=params.head_init, seed=params.seed)
+
+    t0 = time.perf_counter()
+    model = fit(folder, build, data["train"].images[axis], labels["train"], data["val"].images[axis],
+                labels["val"], params, log)
+    seconds_train = time.perf_counter() - t0
+    tables = []
+    for split, d in data.items():
+        keep = np.flatnonzero(~np.isnan(labels[split]))
+        probability = predict_probabilities(model, d.images[axis][keep] if len(keep) < len(labels[split])
+                                            else d.images[axis], params.batch_size)
+        table = prediction_table(d.records.iloc[keep], labels[split][keep], probability)
+        _write_csv(table, folder / f"predictions_{split}.csv")
+        tables.append(table.assign(split=split))
+    check_patient_splits(pd.concat(tables))
+    cache.write_json(folder / "done.json", {"task": task, "axis": axis, "kind": kind, "label": label,
+                                            "params": params.as_dict(), "seconds_train": seconds_train,
+                                            "seconds_total": time.perf_counter() - t0})
+    return folder
