@@ -63,6 +63,10 @@ HEAD_STDDEV = 0.01
 #: deviation sqrt(2 / fan_in), which keeps the signal's scale through the ReLU layers).
 HEAD_INITS = ("paper", "he")
 VGG19_BLOCKS = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
+#: Momentum of the batch-normalisation statistics used at inference. Keras' default, 0.99, needs
+#: several hundred steps before the running statistics match the training batches; runs of a
+#: few hundred steps on a CPU then predict one constant class. 0.9 settles in tens of steps.
+BN_MOMENTUM = 0.9
 
 
 class MissingWeightsError(RuntimeError):
@@ -113,7 +117,7 @@ def _vgg19_bn_backbone(inputs):
         for c in range(1, n_conv + 1):
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
                               name=f"block{b}_conv{c}")(x)
-            x = layers.BatchNormalization(name=f"block{b}_bn{c}")(x)
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{b}_bn{c}")(x)
             x = layers.Activation("relu", name=f"block{b}_relu{c}")(x)
         x = layers.MaxPooling2D(2, strides=2, name=f"block{b}_pool")(x)
     return x

@@ -13,7 +13,8 @@ Pipeline for one scan
 2. **Rotations.** The 27 rotations of :mod:`sapsam_utils.augment` (nearest-neighbour gathers
    through precomputed index maps, identical for the CT, the masks and the truth).
 3. **Whole-scan images** (disease, survival), one per axis: for every ray, the mean HU of the
-   ray's voxels inside the **conservative** mask, mapped linearly from ``whole_hu_range``
+   ray's voxels inside the **conservative** mask (the paper's choice; ``whole_mask="refined"``
+   takes the refined mask instead, which keeps the soft-tissue signs), mapped linearly from ``whole_hu_range``
    (fixed bounds, so that images of different scans are comparable; default -1000..-500 HU,
    where the means of parenchyma and air lie) to [0, 1] and clipped; a ray with no mask voxel
    is 0.
@@ -91,6 +92,8 @@ class ProjectionParams:
         HU mapped to 0 and 1 in the whole-scan images.
     statistic : {"mean", "weighted"}
         How a window's rays are summarised (module docstring).
+    whole_mask : {"conservative", "refined"}
+        The lung mask the whole-scan images average inside (paper: conservative).
     """
 
     grid_shape: tuple[int, int, int] = (216, 256, 256)
@@ -98,6 +101,7 @@ class ProjectionParams:
     windows: tuple[tuple[float, float], ...] = PAPER_WINDOWS
     whole_hu_range: tuple[float, float] = (-1000.0, -500.0)
     statistic: str = "mean"
+    whole_mask: str = "conservative"
 
     def __post_init__(self):
         # Normalise lists (from YAML / JSON) to tuples so the dataclass stays hashable.
@@ -119,6 +123,8 @@ class ProjectionParams:
             raise ValueError(f"whole_hu_range {self.whole_hu_range}: need lo < hi")
         if self.statistic not in ("mean", "weighted"):
             raise ValueError(f"statistic '{self.statistic}': use 'mean' or 'weighted'")
+        if self.whole_mask not in ("conservative", "refined"):
+            raise ValueError(f"whole_mask '{self.whole_mask}': use 'conservative' or 'refined'")
         augment.rotation_set(self.angles)  # validates the angles
 
     def as_dict(self) -> dict:
@@ -466,10 +472,11 @@ def _mean_image(sums: np.ndarray, counts: np.ndarray, lo: float, hi: float) -> n
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def _channel_codes(n_windows: int) -> list[tuple[int, int]]:
-    """``(bits, value)`` selecting each channel's voxels: conservative, then refined-in-window k."""
+def _channel_codes(n_windows: int, whole_mask: str = "conservative") -> list[tuple[int, int]]:
+    """``(bits, value)`` selecting each channel's voxels: the whole-scan mask, then refined-in-window k."""
     window_bits = _REFINED_BIT | (3 << _WINDOW_SHIFT)
-    return [(_CONSERVATIVE_BIT, _CONSERVATIVE_BIT)] + [
+    whole_bit = _CONSERVATIVE_BIT if whole_mask == "conservative" else _REFINED_BIT
+    return [(whole_bit, whole_bit)] + [
         (window_bits, _REFINED_BIT | ((k + 1) << _WINDOW_SHIFT)) for k in range(n_windows)
     ]
 
@@ -548,7 +555,7 @@ def project_scan(scan: GridScan, params: ProjectionParams, n_threads: int = 1) -
     packed = _pack(scan.hu, pack_codes(scan, params.windows))
     has_truth = scan.signs is not None
 
-    channel_codes = _channel_codes(len(params.windows))
+    channel_codes = _channel_codes(len(params.windows), params.whole_mask)
 
     def run(indices):
         ws = _Workspace(shape, len(channel_codes))
@@ -621,7 +628,7 @@ def reference_images(scan: GridScan, params: ProjectionParams) -> ScanImages:
     lo, hi = params.whole_hu_range
     whole = {}
     for name, axis in AXES.items():
-        s, n = image(hu, scan.conservative > 0, axis)
+        s, n = image(hu, getattr(scan, params.whole_mask) > 0, axis)
         whole[name] = orient(_mean_image(s, n, lo, hi), axis)[None]
     regions = {name: np.zeros((1, 6, *_block_image_shape(params.block_shape, axis), len(params.windows)),
                               dtype=np.float32) for name, axis in AXES.items()}

@@ -77,7 +77,11 @@ def ours(row: dict[str, Any], results: dict[str, dict[str, Any] | None]) -> str:
         return NOT_AVAILABLE
     if row["key"] not in metrics:
         return NOT_REPRODUCED
-    return format_value(metrics[row["key"]])
+    value = format_value(metrics[row["key"]])
+    low, high = metrics.get(f"{row['key']}_ci_low"), metrics.get(f"{row['key']}_ci_high")
+    if low is not None and high is not None:  # a 95 % confidence interval written beside the number
+        value += f" [{format_value(low)}, {format_value(high)}]"
+    return value
 
 
 def render_summary(rows: list[dict[str, Any]], results: dict[str, dict[str, Any] | None],

@@ -214,7 +214,8 @@ def fit(
 
     Each finished epoch saves ``last.keras`` (weights, optimiser state, random state) and the
     history; the epoch with the lowest validation loss is also saved as ``model.keras``. When
-    ``last.keras`` exists, training resumes after the epoch it holds. ``log`` gets one line per
+    ``last.keras`` exists, training resumes after the epoch it holds. Without validation rows (a
+    split with no patient, or the paper's survival set-up) the last epoch is the one kept. ``log`` gets one line per
     epoch.
 
     Parameters
@@ -251,6 +252,8 @@ def fit(
     val_weights[val_rows] = class_balance_weights(val_labels[val_rows])
     val = ImageBatches(val_images, np.nan_to_num(val_labels), val_rows, params.batch_size, weights=val_weights)
     best_loss = min((row["val_loss"] for row in history), default=np.inf)
+    if not len(val_rows) and log:
+        log(f"{model_dir.name}: no validation rows, so no checkpoint on validation: the last epoch is kept")
     for epoch in range(len(history), params.epochs):
         t0 = time.perf_counter()
         rate = learning_rate_at(params, epoch)
@@ -260,12 +263,12 @@ def fit(
         batches = ImageBatches(train_images, np.nan_to_num(train_labels), rows, params.batch_size, augment,
                                seed=params.seed * 100_003 + epoch)
         fitted = model.fit(batches, epochs=epoch + 1, initial_epoch=epoch, verbose=0)
-        val_loss, val_acc = model.evaluate(val, verbose=0)
+        val_loss, val_acc = model.evaluate(val, verbose=0) if len(val_rows) else (np.nan, np.nan)
         row = {"epoch": epoch + 1, "loss": fitted.history["loss"][-1],
                "accuracy": fitted.history["sparse_categorical_accuracy"][-1], "val_loss": float(val_loss),
                "val_accuracy": float(val_acc), "learning_rate": rate, "seconds": time.perf_counter() - t0}
         history.append(row)
-        if row["val_loss"] < best_loss:
+        if row["val_loss"] < best_loss or (np.isnan(row["val_loss"]) and epoch + 1 == params.epochs):
             best_loss = row["val_loss"]
             _save_model(model, best)
         _save_model(model, last)
@@ -281,6 +284,8 @@ def fit(
 def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Probability of class 1 for every image (no augmentation), in row order."""
     rows = np.arange(len(images))
+    if not len(rows):
+        return np.empty(0)
     batches = ImageBatches(images, np.zeros(len(images), dtype=int), rows, batch_size)
     return np.asarray(model.predict(batches, verbose=0))[:, 1].astype(np.float64)
 

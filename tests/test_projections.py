@@ -65,6 +65,8 @@ def test_params_validate_the_grid_and_windows():
         ProjectionParams(windows=((-900, -100), (-500, 0)))
     with pytest.raises(ValueError, match="statistic"):
         ProjectionParams(statistic="median")
+    with pytest.raises(ValueError, match="whole_mask"):
+        ProjectionParams(whole_mask="body")
     p = ProjectionParams(grid_shape=[216, 256, 256], windows=[[-1400, -900], [-900, -160], [-160, 240]])
     assert p.block_shape == (72, 256, 128) and len(p.rotations) == 27
     assert p == ProjectionParams()  # lists from YAML equal the tuple defaults
@@ -153,8 +155,8 @@ def test_fast_path_equals_the_masked_array_reference_under_rotation():
     hu = rng.normal(-700, 400, GRID)
     scan = grid_scan(hu, conservative=hu < -500, refined=rng.random(GRID) > 0.3,
                      signs=(rng.random(GRID) > 0.9).astype(np.uint8) * rng.integers(1, 6, GRID).astype(np.uint8))
-    for statistic in ("mean", "weighted"):
-        p = params(angles=augment.PAPER_ANGLES, statistic=statistic)
+    for statistic, whole_mask in (("mean", "conservative"), ("weighted", "refined")):
+        p = params(angles=augment.PAPER_ANGLES, statistic=statistic, whole_mask=whole_mask)
         images = project_scan(scan, p, n_threads=2)
         assert images.whole["axial"].shape == (27, 10, 16)
         assert images.regions["sagittal"].shape == (27, 6, 4, 10, 3)

@@ -152,3 +152,14 @@ def test_models_stage_writes_predictions_for_every_split(tmp_path):
 def test_unknown_optimizer_is_refused():
     with pytest.raises(ValueError, match="optimizer"):
         training.make_optimizer(TrainParams(optimizer="rmsprop"))
+
+
+def test_without_validation_rows_the_last_epoch_is_kept(tmp_path):
+    images, labels = toy_images()
+    lines = []
+    model = fit(tmp_path / "m", tiny_model, images, labels, images[:0], labels[:0], PARAMS, log=lines.append)
+    assert "no validation rows" in lines[0] and len(lines) == 1 + PARAMS.epochs
+    history = pd.read_csv(tmp_path / "m" / "history.csv")
+    assert history["val_loss"].isna().all() and len(history) == PARAMS.epochs
+    last = keras.models.load_model(tmp_path / "m" / "last.keras")
+    np.testing.assert_array_equal(predict_probabilities(model, images), predict_probabilities(last, images))
