@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from sapsam_utils import runner
@@ -115,3 +116,24 @@ def test_a_book_without_the_public_cases_says_what_it_skipped(book_without_publi
     assert "LIDC-IDRI 0001: nodule voxels in the refined mask" in summary
     results = json.loads((book_without_public_ct["workdir"] / "results" / "02_segmentation.json").read_text())
     assert not any(key.startswith("real_lidc") for key in results)
+
+
+def test_smoke_disease_chapter_scores_every_model_with_confidence_intervals(smoke_book):
+    workdir = smoke_book["workdir"]
+    results = json.loads((workdir / "results" / "04_disease_classifier.json").read_text())
+    for metric in ("f1", "auc", "precision", "recall"):
+        value, low, high = (results[f"test_{metric}_scan{s}"] for s in ("", "_ci_low", "_ci_high"))
+        if value == value:  # NaN when undefined on the smoke profile's two test patients
+            assert low <= value <= high, metric
+    assert results["headline_model"] == "disease_vgg19_bn_axial"
+    assert 0 <= results["linear_axial_scan_auc"] <= 1 and results["all_cpa_scan_recall"] == 1.0
+    folders = sorted((workdir / "models").glob("*/disease-*"))
+    assert {f.name for f in folders} == {"disease-vgg19_bn-axial", "disease-inception_v3-axial", "disease-vgg19-axial"}
+    for folder in folders:
+        patients = [set(pd.read_csv(folder / f"predictions_{split}.csv", dtype=str)["patient_id"]) for split in
+                    ("train", "val", "test")]
+        assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
+        assert len(pd.read_csv(folder / "history.csv")) >= 1
+    summary = (smoke_book["html"] / "book" / "summary.html").read_text()
+    start = summary.index("test F1 per scan")
+    assert "not yet reproduced" not in summary[start:summary.index("test ROC AUC per scan")]
