@@ -177,8 +177,10 @@ def learning_rate_at(params: TrainParams, epoch: int) -> float:
 
 
 def compile_model(model: keras.Model, params: TrainParams) -> keras.Model:
+    # Weighted, so that the validation accuracy, like its loss, weighs both classes equally
+    # (training batches are balanced and carry no weights).
     model.compile(optimizer=make_optimizer(params), loss="sparse_categorical_crossentropy",
-                  metrics=["sparse_categorical_accuracy"])
+                  weighted_metrics=["sparse_categorical_accuracy"])
     return model
 
 
