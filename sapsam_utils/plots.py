@@ -25,8 +25,8 @@ def learning_curves(histories: dict[str, pd.DataFrame], axes=None, x: str = "epo
         _, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for (name, history), colour in zip(histories.items(), sns.color_palette("tab10", len(histories))):
         axes[0].plot(history[x], history["loss"], color=colour, ls="--", lw=1)
-        axes[0].plot(history[x], history["val_loss"], color=colour, label=name)
-        axes[1].plot(history[x], history["val_accuracy"], color=colour, label=name)
+        axes[0].plot(history[x], history["val_loss"], color=colour, marker="o", ms=3, label=name)
+        axes[1].plot(history[x], history["val_accuracy"], color=colour, marker="o", ms=3, label=name)
     axes[0].set(xlabel=x, ylabel="loss (dashed: training)", title="cross-entropy")
     axes[1].set(xlabel=x, ylabel="balanced validation accuracy", title="validation accuracy", ylim=(0, 1))
     axes[1].axhline(0.5, color="grey", lw=0.8, ls=":")
