@@ -628,6 +628,8 @@ def build_scans(manifest: pd.DataFrame, manifest_dir: str | os.PathLike, out_dir
     ------
     ScanBuildError
         For the first scan that fails, naming its scan_id and source; finished scans are kept.
+    sapsam_utils.parallel.WorkerDied
+        When a worker process dies, naming the scans it may have been building.
     """
     out_dir = Path(out_dir)
     manifest_dir = Path(manifest_dir)
@@ -643,7 +645,8 @@ def build_scans(manifest: pd.DataFrame, manifest_dir: str | os.PathLike, out_dir
             todo.append(row)
     grid = (tuple(phantom_shape), tuple(phantom_spacing), difficulty)
     jobs = [(row, manifest_dir, out_dir / row["scan_id"], *grid) for row in todo]
-    for job, record in map_jobs(build_scan, jobs, n_jobs, desc="scans", progress=progress):
+    for job, record in map_jobs(build_scan, jobs, n_jobs, desc="scans", progress=progress,
+                                name=lambda job: job[0]["scan_id"]):
         records[job[0]["scan_id"]] = (record, True)
     return pd.DataFrame(
         [{"scan_id": sid, "kind": rec["kind"], "shape": tuple(rec["shape"]), "spacing": tuple(rec["spacing"]), "built": built}
