@@ -575,7 +575,8 @@ def build_scan(row: dict, manifest_dir: str | os.PathLike, scan_dir: str | os.Pa
             if str(row.get(column, "") or "").strip():
                 volumes[name] = load_label(row[column], manifest_dir, volumes["ct"])
         if "truth_lungs" in volumes and not set(np.unique(volumes["truth_lungs"].array)) <= {0, LUNG_RIGHT, LUNG_LEFT}:
-            raise ValueError(f"lung_mask values must be 0, {LUNG_RIGHT} (right) or {LUNG_LEFT} (left)")
+            raise ValueError(f"lung_mask {row['lung_mask']}: values must be 0, {LUNG_RIGHT} (right) or {LUNG_LEFT} (left), "
+                             f"found {sorted(set(np.unique(volumes['truth_lungs'].array).tolist()))}")
         ct = volumes["ct"]
         record.update(shape=list(ct.array.shape), spacing=list(ct.spacing), origin=list(ct.origin),
                       files=sorted(f"{name}.nii.gz" for name in volumes))

@@ -105,7 +105,7 @@ def load_source(source: str | os.PathLike, base_dir: str | os.PathLike = ".") ->
     low, high = SPACING_RANGE_MM
     if min(volume.spacing) < low or max(volume.spacing) > high:
         raise LoadError(
-            f"{path}: voxel size {tuple(round(s, 4) for s in volume.spacing)} mm is outside {low}..{high} mm: "
+            f"{path}: voxel size {_mm(volume.spacing)} mm is outside {low}..{high} mm: "
             "not a CT's (a wrong unit or a corrupt header)"
         )
     if np.issubdtype(array.dtype, np.floating):
@@ -149,15 +149,23 @@ def load_label(path: str | os.PathLike, base_dir: str | os.PathLike, like: Volum
     kind = _file_kind(path)
     volume = _read(path, kind)
     array = volume.array
-    if array.size and (array.min() < 0 or array.max() > 255 or not np.array_equal(array, np.rint(array))):
+    if array.size and (array.min() < 0 or array.max() > 255):
         raise LoadError(f"{path}: a label volume holds integers 0..255, found values in [{array.min()}, {array.max()}]")
+    if array.size and not np.array_equal(array, np.rint(array)):
+        example = array[array != np.rint(array)].flat[0]
+        raise LoadError(f"{path}: a label volume holds integers 0..255, found non-integer values (e.g. {example})")
     if array.shape != like.array.shape:
         raise LoadError(f"{path}: label grid {array.shape} differs from the CT's {like.array.shape}")
     if not np.allclose(volume.spacing, like.spacing, rtol=1e-4, atol=1e-4):
-        raise LoadError(f"{path}: label spacing {volume.spacing} differs from the CT's {like.spacing}")
+        raise LoadError(f"{path}: label spacing {_mm(volume.spacing)} differs from the CT's {_mm(like.spacing)}")
     if not np.allclose(volume.origin, like.origin, atol=1e-2 * min(like.spacing)):
-        raise LoadError(f"{path}: label origin {volume.origin} differs from the CT's {like.origin}")
+        raise LoadError(f"{path}: label origin {_mm(volume.origin)} differs from the CT's {_mm(like.origin)}")
     return like.like(array.astype(np.uint8))
+
+
+def _mm(values) -> tuple[float, ...]:
+    """Millimetres as written in messages (float32 noise rounded away)."""
+    return tuple(round(float(v), 4) for v in values)
 
 
 def _file_kind(path: Path) -> str:
