@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
+import locale
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -84,6 +84,17 @@ def write_series(folder: Path, hu: np.ndarray, spacing=(2.0, 0.8, 0.8), position
     SimpleITK's GDCM writer stores ``(value - intercept) / slope``, so the files hold HU + 1024 and
     read back as ``hu``. ``positions`` (x, y, z in mm, one per slice) default to a stack along +z.
     """
+    # GDCM's writer sets the process's C locale to "C" (Python's default text encoding then turns
+    # ASCII for every later test): restore it.
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_series(folder, hu, spacing, positions, orientation, modality, series_uid, compressor, first)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+    return folder
+
+
+def _write_series(folder, hu, spacing, positions, orientation, modality, series_uid, compressor, first):
     folder.mkdir(parents=True, exist_ok=True)
     if positions is None:
         positions = [(-10.0, -10.0, 100.0 + k * spacing[0]) for k in range(len(hu))]
@@ -106,7 +117,6 @@ def write_series(folder: Path, hu: np.ndarray, spacing=(2.0, 0.8, 0.8), position
             image.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"slice{first + k:03d}.dcm"))
         writer.Execute(image)
-    return folder
 
 
 def _strip_elements(path: Path, *tags: bytes) -> None:
@@ -306,7 +316,6 @@ class Case:
     expect: Callable[[], np.ndarray] | None = None  # the CT a readable odd input reads as
     names: str = "source"  # the row field whose path the message names; "file": the manifest (its
     #                        row is in the fragments); "scan": the scan and its CT in the workdir
-    extra: dict = field(default_factory=dict)
 
 
 ROW2 = f"row 2 (scan_id '{BAD}'): "
@@ -469,6 +478,12 @@ def test_bad_input(case, tmp_path):
                 assert (masks / GOOD / "segmentation.json").is_file()
     assert _snapshot(inputs) == before, "an input file was modified"
     assert manifest_path.read_bytes() == manifest_before
+
+
+def test_writing_dicom_keeps_the_text_encoding(tmp_path):
+    before = locale.getpreferredencoding(False)
+    write_series(tmp_path / "series", toy_ct())
+    assert locale.getpreferredencoding(False) == before
 
 
 def test_there_are_at_least_30_bad_inputs():
