@@ -12,7 +12,8 @@ A stage (``scans``, ``masks``, ``projections``, ``datasets``, ``models`` ...) na
 by :func:`stage_key`, a hash of its own parameters *and* of the key of the stage it reads from.
 New parameters anywhere upstream therefore give new folders (stale artifacts are never reused),
 while re-running with the same ones finds every finished artifact in place. Per-scan artifacts
-are written through :func:`atomic_dir`, so an interrupted run leaves no half-written scan.
+are written through :func:`atomic_dir`, so an interrupted run leaves no half-written scan (and
+the temporary folder of a killed one is removed when that scan is next written).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -95,15 +97,34 @@ def current_stage(workdir: str | os.PathLike, stage: str) -> tuple[str, Path]:
     return record["key"], Path(workdir) / stage / record["key"]
 
 
+def _remove_stale(final: Path, suffix: str = "") -> None:
+    """Remove the temporary siblings that an earlier, killed write of ``final`` left behind.
+
+    They are named ``.tmp-<final name>-<random>`` (plus ``suffix``), the random part of
+    :mod:`tempfile` holding no ``-`` or ``.``, so the temporaries of another name (``S1-b`` beside
+    ``S1``) never match.
+    """
+    stale = re.compile(rf"^\.tmp-{re.escape(final.name)}-[a-z0-9_]+{re.escape(suffix)}$")
+    for entry in final.parent.iterdir():
+        if stale.match(entry.name):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     """Write a folder's contents into a temporary sibling and rename it into place on success.
 
     On an error (or an interrupt) the temporary folder is removed and ``final`` is untouched,
-    so a folder that exists is always complete.
+    so a folder that exists is always complete. A process killed outright (``SIGKILL``, a power
+    cut) cannot clean up: the temporary folders it left for ``final`` are removed here, when the
+    folder is next written.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
     try:
         yield tmp
@@ -121,11 +142,14 @@ def atomic_file(final: str | os.PathLike) -> Iterator[Path]:
 
     The temporary name keeps ``final``'s suffixes (writers pick the format from them). On an error
     it is removed and ``final`` is untouched; the file gets the usual permissions (umask), not the
-    owner-only ones of :func:`tempfile.mkstemp`.
+    owner-only ones of :func:`tempfile.mkstemp`. Temporary files that a killed process left for
+    ``final`` are removed first (as in :func:`atomic_dir`).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix="".join(final.suffixes), dir=final.parent)
+    suffix = "".join(final.suffixes)
+    _remove_stale(final, suffix)
+    fd, name = tempfile.mkstemp(prefix=f".tmp-{final.name}-", suffix=suffix, dir=final.parent)
     os.close(fd)
     tmp = Path(name)
     umask = os.umask(0)

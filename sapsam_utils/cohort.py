@@ -575,7 +575,8 @@ def build_scan(row: dict, manifest_dir: str | os.PathLike, scan_dir: str | os.Pa
             if str(row.get(column, "") or "").strip():
                 volumes[name] = load_label(row[column], manifest_dir, volumes["ct"])
         if "truth_lungs" in volumes and not set(np.unique(volumes["truth_lungs"].array)) <= {0, LUNG_RIGHT, LUNG_LEFT}:
-            raise ValueError(f"lung_mask values must be 0, {LUNG_RIGHT} (right) or {LUNG_LEFT} (left)")
+            raise ValueError(f"lung_mask {row['lung_mask']}: values must be 0, {LUNG_RIGHT} (right) or {LUNG_LEFT} (left), "
+                             f"found {sorted(set(np.unique(volumes['truth_lungs'].array).tolist()))}")
         ct = volumes["ct"]
         record.update(shape=list(ct.array.shape), spacing=list(ct.spacing), origin=list(ct.origin),
                       files=sorted(f"{name}.nii.gz" for name in volumes))
@@ -628,6 +629,8 @@ def build_scans(manifest: pd.DataFrame, manifest_dir: str | os.PathLike, out_dir
     ------
     ScanBuildError
         For the first scan that fails, naming its scan_id and source; finished scans are kept.
+    sapsam_utils.parallel.WorkerDied
+        When a worker process dies, naming the scans it may have been building.
     """
     out_dir = Path(out_dir)
     manifest_dir = Path(manifest_dir)
@@ -643,7 +646,8 @@ def build_scans(manifest: pd.DataFrame, manifest_dir: str | os.PathLike, out_dir
             todo.append(row)
     grid = (tuple(phantom_shape), tuple(phantom_spacing), difficulty)
     jobs = [(row, manifest_dir, out_dir / row["scan_id"], *grid) for row in todo]
-    for job, record in map_jobs(build_scan, jobs, n_jobs, desc="scans", progress=progress):
+    for job, record in map_jobs(build_scan, jobs, n_jobs, desc="scans", progress=progress,
+                                name=lambda job: job[0]["scan_id"]):
         records[job[0]["scan_id"]] = (record, True)
     return pd.DataFrame(
         [{"scan_id": sid, "kind": rec["kind"], "shape": tuple(rec["shape"]), "spacing": tuple(rec["spacing"]), "built": built}

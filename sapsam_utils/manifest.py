@@ -28,6 +28,9 @@ Rules that :func:`validate_manifest` checks (every broken one is reported, row b
   died, the last follow-up is the death or an earlier contact); a patient's rows agree on
   ``death_date`` and ``last_followup_date`` (they are the patient's outcome, not the scan's);
 * every path exists (phantom sources need no file).
+
+The file is UTF-8 text (a file in another encoding is refused, naming the line of its first
+byte that is not UTF-8).
 """
 
 from __future__ import annotations
@@ -289,9 +292,17 @@ def read_manifest(path: str | os.PathLike, check_paths: bool = True,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such manifest file")
+    raw = path.read_bytes()
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        where = f"line {line} (the header)" if line == 1 else f"line {line} (row {line - 1})"
+        raise ManifestError(path, [f"not UTF-8 text: byte 0x{raw[err.start]:02x} on {where}; "
+                                   "save the file as UTF-8"]) from err
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise ManifestError(path, [f"not a readable CSV file ({err})"]) from err
     table.columns = [str(c).strip() for c in table.columns]
     base = Path(base_dir) if base_dir is not None else path.parent

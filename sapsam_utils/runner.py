@@ -13,7 +13,8 @@ What it does, for each notebook chapter of ``_toc.yml`` (chapters named ``book/e
    ``common`` setting goes to each notebook whose ``parameters`` cell defines it (``public_ct_root``
    only to the chapters that read the public CT cases). It refuses a name of a notebook's block
    that its ``parameters`` cell does not define, and a ``common`` name that no notebook defines
-   (a typo in a profile would otherwise be silently ignored);
+   (a typo in a profile would otherwise be silently ignored), and a value whose type is not that
+   of the parameter's default (a string for a number), naming the parameter;
 2. executes ``notebooks/<stem>.ipynb`` with papermill, the project root as working folder, on the
    ``sapsam`` kernel (this interpreter: see :func:`ensure_kernel`);
 3. on success: hides papermill's injected-parameters cell in the book (tag ``remove-cell``), adds a
@@ -122,8 +123,61 @@ def notebook_parameters(blocks: dict[str, dict], stem: str, workdir: str | None 
     return params
 
 
+def _kind(value: Any) -> str:
+    """A value's type in words (as YAML writes it)."""
+    if value is None:
+        return "null"
+    for types, name in ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"),
+                        ((list, tuple), "a list"), (dict, "a mapping")):
+        if isinstance(value, types):
+            return name
+    return type(value).__name__
+
+
+def _type_problem(value: Any, default: Any) -> str | None:
+    """Why ``value`` cannot stand where the parameters cell has ``default``; None when it can.
+
+    The value must have the default's type: a boolean, an integer (not a float), a number (an
+    integer or a float), a string, a list (whose items have the type of the default's items when
+    those all share one) or a mapping. ``null`` is accepted anywhere (several parameters use it for
+    "none" or "all"), and so is anything where the default is ``None``.
+    """
+    if value is None or default is None:
+        return None
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            return f"{_kind(value)} where the notebook expects {_kind(default)}"
+        kinds = {_kind(d) for d in default}
+        if len(kinds) == 1 and default[0] is not None:
+            for index, item in enumerate(value):
+                problem = _type_problem(item, default[0])
+                if problem:
+                    return f"item {index} is {item!r}: {problem}"
+        return None
+    elif isinstance(default, dict):
+        ok = isinstance(value, dict)
+    else:
+        return None
+    return None if ok else f"{_kind(value)} where the notebook expects {_kind(default)}"
+
+
 def check_parameters(notebook: Path, params: dict[str, Any]) -> None:
-    """Refuse parameters that the notebook's ``parameters`` cell does not define."""
+    """Refuse parameters that the notebook's ``parameters`` cell does not define, or of another type.
+
+    A value must have the type of the cell's default (:func:`_type_problem`), so that a string
+    where a number belongs (``n_jobs: "2"``, or ``1e-3``, which YAML reads as a string) fails here,
+    naming the parameter, not somewhere inside the notebook.
+    """
+    import ast
+
     import papermill
 
     known = papermill.inspect_notebook(str(notebook))
@@ -133,6 +187,17 @@ def check_parameters(notebook: Path, params: dict[str, Any]) -> None:
             f"{notebook}: the profile passes {unknown}, which its parameters cell does not define "
             f"(it defines {sorted(known)})"
         )
+    for name, value in params.items():
+        try:
+            default = ast.literal_eval(known[name]["default"])
+        except (ValueError, SyntaxError, TypeError):
+            continue  # not a plain literal: nothing to compare with
+        problem = _type_problem(value, default)
+        if problem:
+            raise RunnerError(
+                f"{notebook}: parameter '{name}' is {value!r}, {problem} "
+                f"(its default is {known[name]['default']})"
+            )
 
 
 def ensure_kernel() -> str:

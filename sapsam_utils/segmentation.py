@@ -1147,10 +1147,13 @@ def _segment_scan(scan_id: str, ct_path: Path, final: Path, params: dict, thread
         "step_seconds": info["seconds"],
         **{f"{name}_ml": volume_ml(vol) for name, vol in (("conservative", conservative), ("refined", refined))},
     }
-    with atomic_dir(final) as tmp:
-        write_volume(conservative, tmp / MASK_FILES["conservative"])
-        write_volume(refined, tmp / MASK_FILES["refined"])
-        write_json(tmp / _RECORD, record)
+    try:
+        with atomic_dir(final) as tmp:
+            write_volume(conservative, tmp / MASK_FILES["conservative"])
+            write_volume(refined, tmp / MASK_FILES["refined"])
+            write_json(tmp / _RECORD, record)
+    except OSError as err:  # e.g. a full disk: nothing of the scan is left, a rerun resumes
+        raise RuntimeError(f"scan {scan_id} ({ct_path}): writing its masks to {final} failed: {err}") from err
     return record
 
 
@@ -1190,7 +1193,9 @@ def segment_cohort(
     FileNotFoundError
         No ``cohort.csv``, or a scan's ``ct.nii.gz`` is missing (named).
     RuntimeError
-        A scan failed (named, with the reason); finished scans stay.
+        A scan failed, or writing its masks failed (named, with the reason); finished scans stay.
+        A worker process that dies raises :class:`sapsam_utils.parallel.WorkerDied` (a
+        RuntimeError) naming the scans it may have been segmenting.
     """
     scans_dir, out_dir = Path(scans_dir), Path(out_dir)
     params = segmentation_params(**(params or {}))
