@@ -71,3 +71,44 @@ def results_cell(stem: str, metrics: dict) -> str:
     """Source of a cell that writes ``metrics`` as the notebook's results."""
     return ("from sapsam_utils.cache import write_results\n"
             f"write_results(workdir, {stem!r}, {metrics!r})")
+
+
+# --- running the study's own notebooks in a copy of the project -------------------------------
+
+#: What a copy of the project leaves out: version control, the environment, generated outputs.
+NOT_COPIED = {".git", ".venv", "work", "_build"}
+
+
+def copy_project(root: Path, dest: Path) -> Path:
+    """Copy the project tree into ``dest`` (less :data:`NOT_COPIED` and ``book/executed``).
+
+    The runner and ``jupyter-book`` then write their outputs (``book/executed``, ``_build``) into
+    the copy, never into the developer's tree.
+    """
+    import shutil
+
+    dest.mkdir(parents=True)
+    for source in root.iterdir():
+        if source.name in NOT_COPIED:
+            continue
+        if source.is_dir():
+            shutil.copytree(source, dest / source.name, symlinks=True,
+                            ignore=lambda folder, names: ["executed"] if Path(folder) == root / "book" else [])
+        else:
+            shutil.copy2(source, dest / source.name)
+    return dest
+
+
+def run_runner(project: Path, profile: str, workdir: Path, *options: str, timeout: int = 1200):
+    """``python -m sapsam_utils.runner --root project --profile profile --workdir workdir [options]``.
+
+    Returns the finished process (stdout and stderr captured as text); fails the test when the
+    runner fails.
+    """
+    import subprocess
+    import sys
+
+    ran = subprocess.run([sys.executable, "-m", "sapsam_utils.runner", "--root", str(project), "--profile", profile,
+                          "--workdir", str(workdir), *options], capture_output=True, text=True, timeout=timeout)
+    assert ran.returncode == 0, f"runner failed:\n{ran.stdout}\n{ran.stderr}"
+    return ran

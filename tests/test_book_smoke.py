@@ -5,6 +5,11 @@
    succeed, the chapters must say that the public cases were not found, and the summary must mark
    their numbers "not measured". When build 1 ran, build 2 starts from a copy of its workdir, so
    the cached scans, masks and projections are reused and only the notebooks run again.
+3. Each book as its readers see it: every page opened in headless Chromium (Debian's ``chromium``
+   and ``chromium-driver``; skipped, saying why, without them): it loads, its images decode, its
+   internal links and anchors exist, the browser console shows no error but two known ones of the
+   theme, and the summary shows its headline table. A screenshot of each page is saved under the
+   build's workdir (``screenshots/``; the path is printed).
 
 The project tree (less ``.git``, ``.venv``, ``work/``, ``_build/`` and ``book/executed/``) is copied
 into a temporary folder and the book is built there, so the test neither overwrites a developer's
@@ -20,37 +25,26 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from urllib.parse import unquote, urldefrag, urljoin, urlparse
 
 import pandas as pd
 import pytest
 
+import headless_chromium
+from conftest import copy_project, run_runner
 from sapsam_utils import runner
 from sapsam_utils.paths import shared_ct_dir
-
-NOT_COPIED = {".git", ".venv", "work", "_build"}
 
 
 def build_book(root: Path, tmp: Path, public_ct_root: Path, workdir_from: Path | None = None) -> dict:
     """Copy the project into ``tmp``, run the smoke profile with this ``public_ct_root``, build the book."""
-    copy = tmp / "project"
-    copy.mkdir()
-    for source in root.iterdir():
-        if source.name in NOT_COPIED:
-            continue
-        if source.is_dir():
-            shutil.copytree(source, copy / source.name, symlinks=True,
-                            ignore=lambda folder, names: ["executed"] if Path(folder) == root / "book" else [])
-        else:
-            shutil.copy2(source, copy / source.name)
+    copy = copy_project(root, tmp / "project")
     workdir, output = tmp / "work", tmp / "out"
     if workdir_from is not None:
         shutil.copytree(workdir_from, workdir, symlinks=True)
-
-    ran = subprocess.run([sys.executable, "-m", "sapsam_utils.runner", "--root", str(copy), "--profile", "smoke",
-                          "--workdir", str(workdir), "--public-ct-root", str(public_ct_root)],
-                         capture_output=True, text=True, timeout=1200)
-    assert ran.returncode == 0, f"runner failed:\n{ran.stdout}\n{ran.stderr}"
+    run_runner(copy, "smoke", workdir, "--public-ct-root", str(public_ct_root))
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     built = subprocess.run([str(jupyter_book), "build", str(copy), "-n", "-W", "--keep-going",
                             "--path-output", str(output)], capture_output=True, text=True, timeout=900)
@@ -137,3 +131,128 @@ def test_smoke_disease_chapter_scores_every_model_with_confidence_intervals(smok
     summary = (smoke_book["html"] / "book" / "summary.html").read_text()
     start = summary.index("test F1 per scan")
     assert "not yet reproduced" not in summary[start:summary.index("test ROC AUC per scan")]
+
+
+# --- the book as readers see it: every page in headless Chromium ------------------------------
+
+#: Collected in each page once its images are decoded (lazy ones are made eager first).
+PAGE_SCRIPT = """
+const done = arguments[arguments.length - 1];
+const images = Array.from(document.images);
+images.forEach(img => { img.loading = "eager"; });
+Promise.all(images.map(img => img.decode().catch(() => null))).then(() => done({
+    url: location.href,
+    readyState: document.readyState,
+    title: document.title,
+    text: document.body ? document.body.innerText.length : 0,
+    images: images.map(img => ({src: img.getAttribute("src"), width: img.naturalWidth, height: img.naturalHeight})),
+    links: Array.from(document.querySelectorAll("a[href]"), a => a.getAttribute("href")),
+    ids: Array.from(document.querySelectorAll("[id]"), e => e.id)
+        .concat(Array.from(document.querySelectorAll("a[name]"), a => a.name)),
+}));
+"""
+#: The headline table of the summary page: its header cells and number of rows, if it is shown.
+HEADLINE_SCRIPT = """
+const section = document.getElementById("headline-numbers");
+const table = section && section.querySelector("table");
+if (!table || table.offsetHeight === 0) return null;
+return {head: Array.from(table.querySelectorAll("thead th"), th => th.innerText.trim()),
+        rows: table.querySelectorAll("tbody tr").length};
+"""
+
+
+#: Console errors of the theme itself, harmless to a reader (each page still works):
+KNOWN_CONSOLE_ERRORS = (
+    # jupyter-book 1.0.4 adds sphinx-thebe's inline configuration script twice to every page
+    "Identifier 'THEBE_JS_URL' has already been declared",
+    # pydata-sphinx-theme reads an empty colour mode from a file: page's storage, then uses "auto"
+    "Got invalid theme mode",
+)
+
+
+def _page_url(path: Path) -> str:
+    return path.resolve().as_uri()
+
+
+def _wait_until_loaded(browser, url: str, redirects: bool, timeout: float = 60.0) -> str:
+    """Wait for the page's load event (and, for a page that redirects, for the next page's); its URL."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state, href = browser.run("return [document.readyState, location.href];")
+        if state == "complete" and (not redirects or href != url):
+            return href
+        assert time.monotonic() < deadline, f"{url} did not finish loading ({state}, at {href})"
+        time.sleep(0.1)
+
+
+def read_book_in_chromium(html: Path, shots: Path) -> dict:
+    """Open every page of the built book in headless Chromium; screenshot each into ``shots``.
+
+    Returns ``{"pages": {relative path: what PAGE_SCRIPT saw}, "console": [...], "headline": ...}``.
+    """
+    pages = sorted(p for p in html.rglob("*.html") if "_static" not in p.relative_to(html).parts)
+    seen, console, headline = {}, [], None
+    with headless_chromium.Chromium(shots.parent / "chromium-profile") as browser:
+        for page in pages:
+            name = str(page.relative_to(html))
+            url = _page_url(page)
+            browser.open(url)
+            redirects = 'http-equiv="refresh"' in page.read_text(encoding="utf-8").lower()
+            _wait_until_loaded(browser, url, redirects)
+            seen[name] = {**browser.run_async(PAGE_SCRIPT), "redirects": redirects}
+            browser.screenshot(shots / (name.replace("/", "__")[: -len(".html")] + ".png"))
+            console += [{**entry, "page": name} for entry in browser.console()
+                        if entry.get("level") == "SEVERE"]
+            if name == "book/summary.html":
+                headline = browser.run(HEADLINE_SCRIPT)
+    return {"pages": seen, "console": console, "headline": headline}
+
+
+def broken_links(html: Path, pages: dict) -> list[str]:
+    """Internal links (relative or file:) whose target file, or its anchor, does not exist."""
+    ids = {urldefrag(page["url"])[0]: set(page["ids"]) for page in pages.values()}
+    broken = []
+    for name, page in pages.items():
+        for href in page["links"]:
+            target = urljoin(page["url"], href)  # the page's own URL, or where it redirected
+            if urlparse(target).scheme != "file":
+                continue  # http(s), mailto: not this book's pages
+            url, anchor = urldefrag(target)
+            path = Path(unquote(urlparse(url).path))
+            if path.is_dir():
+                path = path / "index.html"
+            if not path.is_file():
+                broken.append(f"{name}: {href} (no file {path})")
+            elif anchor and url in ids and unquote(anchor) not in ids[url]:
+                broken.append(f"{name}: {href} (no anchor #{anchor} in {path.name})")
+    return broken
+
+
+@pytest.mark.parametrize("book", ["smoke_book", "book_without_public_ct"])
+def test_every_page_loads_in_chromium_with_its_images_links_and_headline_table(book, request, root):
+    reason = headless_chromium.unavailable()
+    if reason:
+        pytest.skip(reason)
+    built = request.getfixturevalue(book)
+    html, shots = built["html"], built["workdir"] / "screenshots"
+    read = read_book_in_chromium(html, shots)
+    pages = read["pages"]
+    missing = {f"{page}.html" for page in runner.toc_files(root / "_toc.yml")} - set(pages)
+    assert not missing, f"pages of _toc.yml not built: {sorted(missing)}"
+    for name, page in pages.items():
+        assert page["readyState"] == "complete" and page["url"].startswith("file://"), f"{name}: {page['url']}"
+        assert page["title"] and page["text"] > 200, f"{name}: an empty page"
+        undecoded = [image["src"] for image in page["images"] if not image["width"]]
+        assert not undecoded, f"{name}: images that do not decode: {undecoded}"
+        assert (shots / (name.replace("/", "__")[: -len(".html")] + ".png")).stat().st_size > 1000, name
+    assert pages["index.html"]["redirects"] and pages["index.html"]["url"].endswith("/book/intro.html")
+    assert sum(len(page["images"]) for page in pages.values()) >= 5  # the chapters' figures are there
+    broken = broken_links(html, pages)
+    assert not broken, "broken internal links:\n" + "\n".join(broken)
+    errors = [f"{e['page']}: {e['message']}" for e in read["console"]
+              if not any(known in e["message"] for known in KNOWN_CONSOLE_ERRORS)]
+    assert not errors, "errors in the browser console:\n" + "\n".join(errors)
+    assert read["headline"] is not None, "summary: no visible table under 'Headline numbers'"
+    assert read["headline"]["head"] == ["section", "quantity", "paper", "this reproduction"]
+    assert read["headline"]["rows"] >= 20
+    print(f"screenshots of the {len(pages)} pages: {shots}")
