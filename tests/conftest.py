@@ -7,6 +7,7 @@ tests execute real notebooks through papermill in ``tmp_path``, without touching
 
 from __future__ import annotations
 
+import locale
 from pathlib import Path
 
 import nbformat
@@ -21,6 +22,15 @@ PARAMETERS_CELL = (
     'workdir = "work/default"  # artifacts and results\n'
     "seed = 0  # random seed"
 )
+
+
+@pytest.fixture(autouse=True)
+def restore_locale():
+    """Give every test the process's locale back: SimpleITK's DICOM writer (GDCM) sets the C locale
+    to "C", after which Python would read text files as ASCII in every later test."""
+    saved = locale.setlocale(locale.LC_ALL)
+    yield
+    locale.setlocale(locale.LC_ALL, saved)
 
 
 @pytest.fixture(scope="session")
