@@ -27,7 +27,7 @@ from pathlib import Path
 
 #: (architecture, stored image side, backbone input side) per size profile.
 CONFIGS = {
-    "default": [("vgg19_bn", 64, 64), ("vgg19", 64, 64), ("inception_v3", 64, 75)],
+    "default": [("vgg19_bn", 64, 32), ("vgg19_bn", 64, 64), ("vgg19", 64, 64), ("inception_v3", 64, 75)],
     "paper": [("vgg19", 256, 224), ("inception_v3", 256, 224)],
 }
 

@@ -134,7 +134,9 @@ class ImageBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, images, labels, rows, batch_size=32, augment=None, seed=0, weights=None):
-        super().__init__()
+        # One thread prepares the next batches while the model trains on this one. Batches are
+        # deterministic by index (their augmentation is seeded by it), so the order is unaffected.
+        super().__init__(workers=1 if augment is None else 2, use_multiprocessing=False)
         self.images, self.labels, self.rows = images, np.asarray(labels), np.asarray(rows)
         self.batch_size, self.augment, self.seed, self.weights = batch_size, augment, seed, weights
 
