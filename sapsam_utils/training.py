@@ -364,10 +364,10 @@ def train_model(
         return build_classifier(params.architecture, image_shape, params.input_size, params.weights,
                                 params.frozen_blocks, head_init=params.head_init, seed=params.seed)
 
-    t0 = time.perf_counter()
     model = fit(folder, build, data["train"].images[axis], labels["train"], data["val"].images[axis],
                 labels["val"], params, log)
-    seconds_train = time.perf_counter() - t0
+    seconds_train = float(pd.read_csv(folder / "history.csv")["seconds"].sum())  # resumed epochs too
+    t0 = time.perf_counter()
     tables = []
     for split, d in data.items():
         keep = np.flatnonzero(~np.isnan(labels[split]))
@@ -379,5 +379,5 @@ def train_model(
     check_patient_splits(pd.concat(tables))
     cache.write_json(folder / "done.json", {"task": task, "axis": axis, "kind": kind, "label": label,
                                             "params": params.as_dict(), "seconds_train": seconds_train,
-                                            "seconds_total": time.perf_counter() - t0})
+                                            "seconds_predict": time.perf_counter() - t0})
     return folder

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from sapsam_utils import models
-from sapsam_utils.models import LAST_CONV_LAYER, MissingWeightsError, build_classifier, frozen_layer_names
+from sapsam_utils.models import LAST_CONV_LAYER, MissingWeightsError, build_classifier
 
 
 @pytest.fixture(scope="module")
