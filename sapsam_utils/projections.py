@@ -14,8 +14,8 @@ Pipeline for one scan
    through precomputed index maps, identical for the CT, the masks and the truth).
 3. **Whole-scan images** (disease, survival), one per axis: for every ray, the mean HU of the
    ray's voxels inside the **conservative** mask (the paper's choice; ``whole_mask="refined"``
-   takes the refined mask instead, which keeps the soft-tissue signs), mapped linearly from ``whole_hu_range``
-   (fixed bounds, so that images of different scans are comparable; default -1000..-500 HU,
+   takes the refined mask instead, which keeps the soft-tissue signs), mapped linearly from
+   ``whole_hu_range`` (fixed bounds, so that images of different scans are comparable; default -1000..-500 HU,
    where the means of parenchyma and air lie) to [0, 1] and clipped; a ray with no mask voxel
    is 0.
 4. **Sub-region images** (signs): every sub-region block projected along each axis inside the

@@ -19,9 +19,9 @@ Batches (:class:`ImageBatches`) are drawn from the memory-mapped split arrays. T
 class-balanced by oversampling the smaller class after the split (as the paper balances its
 subsets), reshuffled every epoch, and get the 2-D augmentation (±20°, zoom 80–120 %); validation
 and test batches get neither. Every draw comes from ``(seed, epoch, batch)``, and the model's own
-random state (dropout) is set from ``(seed, epoch)`` at the start of each epoch, so a run interrupted after an epoch and resumed from
-``last.keras`` ends with the same weights as one that was not. Code here is Keras 3 and
-backend-agnostic.
+random state (dropout) is set from ``(seed, epoch)`` at the start of each epoch (Keras does not
+save it), so a run interrupted after an epoch and resumed from ``last.keras`` ends with the same
+weights as one that was not. Code here is Keras 3 and backend-agnostic.
 """
 
 from __future__ import annotations

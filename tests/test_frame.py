@@ -228,3 +228,12 @@ def test_summary_says_what_is_not_reproduced():
     assert "| 04_d | accuracy | — | not yet reproduced |" in text
     assert "| 07_s | auc | 0.5 | not yet reproduced (07_s not run in this build) |" in text
     assert "| `dice` | 0.988 |" in text and "| `implemented` | no |" in text and "| `auc` | n/a |" in text
+
+
+def test_summary_puts_a_confidence_interval_beside_a_number_that_has_one():
+    rows = [{"notebook": "04_d", "quantity": "F1", "paper": 0.96, "key": "test_f1"},
+            {"notebook": "04_d", "quantity": "AUC", "paper": None, "key": "test_auc"}]
+    results = {"04_d": {"test_f1": 0.9462, "test_f1_ci_low": 0.8641, "test_f1_ci_high": 1.0, "test_auc": 0.99}}
+    text = summary.render_summary(rows, results, Provenance({}, {"04_d": {"profile": "smoke"}}))
+    assert "| 04_d | F1 | 0.96 | 0.946 [0.864, 1] |" in text
+    assert "| 04_d | AUC | — | 0.99 |" in text  # no interval written, none shown
