@@ -12,6 +12,7 @@ import pytest
 
 from conftest import results_cell
 from sapsam_utils import provenance, runner, summary
+from sapsam_utils.training import TrainParams
 from sapsam_utils.provenance import Provenance
 
 STEMS = ["01_cohort", "02_segmentation", "03_projections", "04_disease_classifier",
@@ -237,3 +238,11 @@ def test_summary_puts_a_confidence_interval_beside_a_number_that_has_one():
     text = summary.render_summary(rows, results, Provenance({}, {"04_d": {"profile": "smoke"}}))
     assert "| 04_d | F1 | 0.96 | 0.946 [0.864, 1] |" in text
     assert "| 04_d | AUC | — | 0.99 |" in text  # no interval written, none shown
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_passes_the_runners_parameter_checks(root, profile):
+    plan = runner.plan_run(root, profile)  # names and types of every block against the notebooks
+    assert set(plan) == set(STEMS)
+    recipe = plan["04_disease_classifier"]["recipe"]
+    assert TrainParams(**recipe).as_dict()["zoom_range"] == [0.8, 1.2]  # a complete, valid recipe
