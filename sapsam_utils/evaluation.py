@@ -135,6 +135,37 @@ def evaluate(
     return pd.DataFrame(rows)
 
 
+def compare(
+    a: pd.DataFrame, b: pd.DataFrame, metric: str = "auc", level: str = "scan", n_boot: int = 1000, seed: int = 0,
+    threshold: float = 0.5,
+) -> dict[str, float]:
+    """The difference ``metric(a) - metric(b)`` of two models on the same test patients, with a
+    paired patient-level bootstrap 95 % CI (each draw scores both models on the same patients).
+
+    Returns
+    -------
+    dict
+        ``difference``, ``ci_low``, ``ci_high``; the margin is established when the interval
+        excludes 0.
+    """
+    tables = [aggregate(t, level) for t in (a, b)]
+    if set(tables[0]["patient_id"]) != set(tables[1]["patient_id"]):
+        raise ValueError("the two prediction tables cover different patients")
+    rows = [_patient_rows(t) for t in tables]  # patients sorted the same way in both
+    arrays = [(t["label"].to_numpy(), t["probability"].to_numpy()) for t in tables]
+    point = [binary_scores(*arr, threshold)[metric] for arr in arrays]
+    rng = np.random.default_rng(seed)
+    n = len(rows[0][1])
+    draws = []
+    for _ in range(n_boot):
+        picked = rng.integers(0, n, n)
+        scores = [binary_scores(*(x[np.concatenate([r[1][p] for p in picked])] for x in arr), threshold)[metric]
+                  for r, arr in zip(rows, arrays)]
+        draws.append(scores[0] - scores[1])
+    low, high = np.nanpercentile(draws, [2.5, 97.5])
+    return {"difference": point[0] - point[1], "ci_low": float(low), "ci_high": float(high)}
+
+
 def with_ci(value: float, low: float, high: float, digits: int = 3) -> str:
     """``0.950 [0.900, 0.990]``: a number with its interval, for tables."""
     return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"

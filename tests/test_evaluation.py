@@ -73,3 +73,16 @@ def test_bootstrap_is_seeded():
     a = bootstrap_scores(predictions(), "scan", n_boot=50, seed=3)
     b = bootstrap_scores(predictions(), "scan", n_boot=50, seed=3)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_paired_comparison_of_two_models():
+    from sapsam_utils.evaluation import compare
+
+    table = predictions(n_patients=20)
+    same = compare(table, table, "auc", n_boot=200)
+    assert same == {"difference": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    noise = table.assign(probability=np.random.default_rng(0).random(len(table)))
+    better = compare(table, noise, "auc", n_boot=500)
+    assert better["difference"] > 0.3 and better["ci_low"] > 0  # a clear margin excludes 0
+    with pytest.raises(ValueError, match="different patients"):
+        compare(table, table[table["patient_id"] != "P1"])
