@@ -97,6 +97,27 @@ def current_stage(workdir: str | os.PathLike, stage: str) -> tuple[str, Path]:
     return record["key"], Path(workdir) / stage / record["key"]
 
 
+@contextmanager
+def side_run(workdir: str | os.PathLike, stages) -> Iterator[None]:
+    """Run a variant of some stages without changing which of their runs is current.
+
+    Inside the block, stages are written and found as usual (a variant's folders get their own
+    keys and stay cached); on leaving it, even by an error, each stage's ``current.json`` is
+    restored (or removed, if the stage had none), so later chapters read the main run.
+    """
+    records = {stage: Path(workdir) / stage / "current.json" for stage in stages}
+    saved = {stage: path.read_text() if path.is_file() else None for stage, path in records.items()}
+    try:
+        yield
+    finally:
+        for stage, path in records.items():
+            if saved[stage] is None:
+                path.unlink(missing_ok=True)
+            else:
+                with atomic_file(path) as tmp:
+                    tmp.write_text(saved[stage])
+
+
 def _remove_stale(final: Path, suffix: str = "") -> None:
     """Remove the temporary siblings that an earlier, killed write of ``final`` left behind.
 

@@ -41,6 +41,7 @@ import json
 import os
 import time
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -461,6 +462,34 @@ def build_datasets(
     summary["rotations"] = rotations.tolist()
     cache.write_json(stage / "datasets.json", summary)  # last: marks the stage complete
     return stage
+
+
+@contextmanager
+def projection_variant(workdir: str | os.PathLike, n_jobs: int = 1, progress: bool = True, **changes):
+    """Within the block, the cohort's projections and data sets with some projection parameters
+    changed (e.g. ``statistic="weighted"``) are the current ones; afterwards the main run is again.
+
+    The variant is projected (or found finished) and split with the main run's split fractions and
+    seed, so its splits hold the same patients; models trained inside the block go to their own
+    ``models`` folder. See :func:`sapsam_utils.cache.side_run`.
+
+    Yields
+    ------
+    ProjectionParams
+        The variant's parameters.
+    """
+    _, proj_dir = cache.current_stage(workdir, "projections")
+    _, data_dir = cache.current_stage(workdir, "datasets")
+    params = json.loads((proj_dir / "stage.json").read_text())["params"]
+    unknown = sorted(set(changes) - set(params))
+    if unknown:
+        raise ValueError(f"projection_variant: {unknown} are not projection parameters ({sorted(params)})")
+    variant = ProjectionParams(**{**params, **changes})
+    split = json.loads((data_dir / "stage.json").read_text())["params"]
+    with cache.side_run(workdir, ("projections", "datasets", "models")):
+        preprocess_cohort(workdir, variant, n_jobs=n_jobs, progress=progress)
+        build_datasets(workdir, tuple(split["fractions"]), split["seed"], progress=progress)
+        yield variant
 
 
 @dataclass

@@ -24,7 +24,9 @@ import pandas as pd
 from scipy.stats import rankdata
 
 LEVELS = ("image", "scan", "patient")
-METRICS = ("precision", "recall", "f1", "accuracy", "auc")
+#: ``balanced_precision`` is the precision the same calls would have on a test set with as many
+#: positives as negatives (as the paper balances its test sets): TPR / (TPR + FPR).
+METRICS = ("precision", "recall", "f1", "accuracy", "auc", "balanced_precision")
 
 
 def roc_auc(labels, scores) -> float:
@@ -38,7 +40,8 @@ def roc_auc(labels, scores) -> float:
 
 
 def binary_scores(labels, probability, threshold: float = 0.5) -> dict[str, float]:
-    """Precision, recall, F1, accuracy (at ``threshold``) and ROC AUC.
+    """Precision, recall, F1, accuracy (at ``threshold``), ROC AUC and the precision at balanced
+    prevalence (:data:`METRICS`).
 
     A score whose denominator is 0 (e.g. precision with no positive prediction) is NaN.
     """
@@ -51,8 +54,11 @@ def binary_scores(labels, probability, threshold: float = 0.5) -> dict[str, floa
     recall = tp / (tp + fn) if tp + fn else float("nan")
     f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
     accuracy = float(np.mean(predicted == labels)) if len(labels) else float("nan")
+    n_neg = float(np.sum(~labels))
+    fpr = fp / n_neg if n_neg else float("nan")
+    balanced = recall / (recall + fpr) if recall + fpr > 0 else float("nan")
     return {"precision": precision, "recall": recall, "f1": f1, "accuracy": accuracy,
-            "auc": roc_auc(labels, probability)}
+            "auc": roc_auc(labels, probability), "balanced_precision": balanced}
 
 
 def confusion_matrix(labels, probability, threshold: float = 0.5) -> np.ndarray:

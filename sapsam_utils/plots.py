@@ -1,4 +1,5 @@
-"""Figures the learning chapters share: learning curves, ROC curves, confusion matrices."""
+"""Figures the learning chapters share: learning curves, ROC curves, confusion matrices, scores with
+CIs by group, Kaplan-Meier curves."""
 
 from __future__ import annotations
 
@@ -60,4 +61,69 @@ def confusion(table: pd.DataFrame, level: str = "scan", names=("control", "CPA")
     sns.heatmap(matrix, annot=True, fmt="d", cbar=False, cmap="Blues", ax=ax,
                 xticklabels=list(names), yticklabels=list(names))
     ax.set(xlabel="predicted", ylabel="truth", title=title or f"per {level}")
+    return ax
+
+
+def scores_by_group(scores: pd.DataFrame, group: str, hue: str, row: str, col: str, names: dict | None = None):
+    """Bars of scores with their 95 % CIs: ``group`` on the x axis, one colour per ``hue``, a grid of
+    panels by ``row`` x ``col`` (e.g. metric x sign). ``scores`` has ``value, ci_low, ci_high``
+    and, when present, ``positives`` (written above each group of the first hue).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    names = names or {}
+    rows, cols = list(dict.fromkeys(scores[row])), list(dict.fromkeys(scores[col]))
+    groups, hues = list(dict.fromkeys(scores[group])), list(dict.fromkeys(scores[hue]))
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(3.3 * len(cols), 2.6 * len(rows)), squeeze=False,
+                             sharey=True)
+    width = 0.8 / len(hues)
+    colours = sns.color_palette(n_colors=len(hues))
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            ax = axes[i, j]
+            panel = scores[(scores[row] == r) & (scores[col] == c)]
+            for k, h in enumerate(hues):
+                part = panel[panel[hue] == h].set_index(group).reindex(groups)
+                x = np.arange(len(groups)) + (k - (len(hues) - 1) / 2) * width
+                err = np.vstack([part["value"] - part["ci_low"], part["ci_high"] - part["value"]])
+                ax.bar(x, part["value"].fillna(0), width, yerr=np.nan_to_num(err), capsize=2, color=colours[k],
+                       label=str(h) if i == j == 0 else None)
+                if k == 0 and "positives" in part and i == 0:
+                    for xi, n in zip(np.arange(len(groups)), part["positives"]):
+                        ax.text(xi, 1.04, f"n+={n:.0f}" if pd.notna(n) else "", ha="center", fontsize=7)
+            ax.set_xticks(np.arange(len(groups)), groups)
+            ax.set_ylim(0, 1.12)
+            ax.set_title(f"{names.get(c, c)}: {names.get(r, r)}", fontsize=9)
+    fig.legend(loc="lower center", ncol=len(hues), fontsize=8, bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def kaplan_meier(groups: dict, ax=None, at_risk: bool = True, title: str = ""):
+    """Kaplan-Meier curves with their 95 % confidence bands and, below, the numbers at risk.
+
+    Parameters
+    ----------
+    groups : dict
+        Name -> fitted ``lifelines.KaplanMeierFitter`` (e.g. ``km_logrank(...)["fitters"]`` of
+        :mod:`sapsam_utils.survival`), times in years.
+    ax : matplotlib axes, optional
+    at_risk : bool
+        Add the table of subjects at risk, censored and dead under the x axis
+        (``lifelines.plotting.add_at_risk_counts``).
+    title : str
+    """
+    from lifelines.plotting import add_at_risk_counts
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4.2 if at_risk else 3.4))
+    for (name, fitter), colour in zip(groups.items(), sns.color_palette("tab10", len(groups))):
+        fitter.plot_survival_function(ax=ax, ci_show=True, color=colour, label=name)
+    ax.set(xlabel="years since the scan", ylabel="survival probability", ylim=(0, 1.02), title=title)
+    ax.set_xlim(left=0)
+    ax.legend(fontsize=7, loc="lower left")
+    if at_risk:
+        add_at_risk_counts(*groups.values(), labels=list(groups), ax=ax)
     return ax

@@ -74,6 +74,9 @@ class TrainParams:
     max_rotation_deg : float
     zoom_range : tuple of float
         Training-time 2-D augmentation (paper: ±20°, 80-120 %).
+    validate_on : {"all", "unrotated"}
+        The validation images scored after each epoch: every rotation (the paper), or rotation 0
+        only (a 27th of the cost; sub-region validation splits hold tens of thousands of images).
     seed : int
     """
 
@@ -91,6 +94,7 @@ class TrainParams:
     steps_per_epoch: int | None = None
     max_rotation_deg: float = 20.0
     zoom_range: tuple[float, float] = (0.8, 1.2)
+    validate_on: str = "all"
     seed: int = 0
 
     def as_dict(self) -> dict:
@@ -295,16 +299,22 @@ def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: in
 
 
 def prediction_table(records: pd.DataFrame, labels: np.ndarray, probability: np.ndarray) -> pd.DataFrame:
-    """One row per image: ``scan_id, patient_id, rotation, label, probability``."""
+    """One row per image: ``scan_id, patient_id, rotation, label, probability`` (and ``region`` for
+    sub-region images)."""
+    columns = PREDICTION_COLUMNS + (["region"] if "region" in records else [])
     return pd.DataFrame({"scan_id": records["scan_id"].to_numpy(), "patient_id": records["patient_id"].to_numpy(),
                          "rotation": records["rotation"].to_numpy(), "label": np.asarray(labels, dtype=int),
-                         "probability": probability})[PREDICTION_COLUMNS]
+                         "probability": probability,
+                         "region": records["region"].to_numpy() if "region" in records else None})[columns]
 
 
-def models_stage(workdir: str | os.PathLike, params: TrainParams) -> Path:
-    """The ``models/<key>`` folder of these training parameters on the last ``datasets`` run."""
+def models_stage(workdir: str | os.PathLike, params: TrainParams, base: dict | None = None) -> Path:
+    """The ``models/<key>`` folder of these training parameters on the last ``datasets`` run
+    (and, for a model fine-tuned from another, of ``base``: that model's folder and how it is
+    changed)."""
     datasets_key, _ = cache.current_stage(workdir, "datasets")
-    return cache.stage_dir(workdir, "models", params.as_dict(), upstream=datasets_key)
+    key_params = params.as_dict() if base is None else {**params.as_dict(), "base": base}
+    return cache.stage_dir(workdir, "models", key_params, upstream=datasets_key)
 
 
 def model_name(task: str, architecture: str, axis: str) -> str:
@@ -323,8 +333,10 @@ def train_model(
     task: str = "disease",
     axis: str = "axial",
     kind: str = "whole",
-    label: str = "disease",
+    label: str | pd.Series = "disease",
     log: Callable[[str], None] | None = print,
+    predict: dict[str, str] | None = None,
+    base: tuple[str | os.PathLike, Callable[[keras.Model], keras.Model], dict] | None = None,
 ) -> Path:
     """Train one classifier of the ``models`` stage and write its predictions on every split.
 
@@ -342,42 +354,74 @@ def train_model(
     axis : {"axial", "coronal", "sagittal"}
     kind : {"whole", "regions"}
         Whole-scan (grey) or sub-region (3 HU windows) images.
-    label : str
-        The records' column holding the 0 / 1 label (NaN rows are left out).
+    label : str or pandas.Series
+        The records' column holding the 0 / 1 label, or a series of labels indexed by
+        ``scan_id`` (a label of the scan, e.g. the paper's survival labels); NaN rows (and scans
+        the series lacks) are left out.
     log : callable or None
+    predict : dict, optional
+        Which images of each split get a prediction: ``"all"`` (every rotation; the default for
+        every split) or ``"unrotated"`` (rotation 0 only, a 27th of the cost). Sub-region data
+        sets are six times larger than whole-scan ones, so their training split is predicted
+        unrotated on a CPU budget.
+    base : (path, callable, dict), optional
+        Fine-tune a trained model instead of building one: the base model's folder, a function
+        that turns the loaded base into the model to train (e.g. re-initialise and unfreeze its
+        head, :func:`sapsam_utils.survival.reset_head`), and that function's settings. The folder
+        and the settings are part of the key.
 
     Returns
     -------
     pathlib.Path
         The model's folder.
     """
-    folder = models_stage(workdir, params) / model_name(task, params.architecture, axis)
+    base_key = None if base is None else {
+        "folder": str(Path(base[0]).resolve().relative_to(Path(workdir).resolve())), "settings": base[2]}
+    folder = models_stage(workdir, params, base_key) / model_name(task, params.architecture, axis)
     if (folder / "done.json").is_file():
         if log:
             log(f"{folder.name}: finished earlier, reused ({folder})")
         return folder
     data = {split: load_split(workdir, kind, split, axes=[axis]) for split in SPLITS}
-    labels = {split: d.records[label].to_numpy(dtype=float) for split, d in data.items()}
+    if isinstance(label, str):
+        labels = {split: d.records[label].to_numpy(dtype=float) for split, d in data.items()}
+    else:
+        labels = {split: d.records["scan_id"].map(label).to_numpy(dtype=float) for split, d in data.items()}
+        label = label.name or "label"
     image_shape = (*data["train"].images[axis].shape[1:3], 3)
 
     def build():
+        if base is not None:
+            return base[1](keras.models.load_model(Path(base[0]) / "model.keras"))
         return build_classifier(params.architecture, image_shape, params.input_size, params.weights,
                                 params.frozen_blocks, head_init=params.head_init, seed=params.seed)
 
-    model = fit(folder, build, data["train"].images[axis], labels["train"], data["val"].images[axis],
-                labels["val"], params, log)
+    val_images, val_labels = data["val"].images[axis], labels["val"]
+    if params.validate_on == "unrotated":
+        rows = np.flatnonzero(data["val"].records["rotation"].to_numpy() == 0)
+        val_images, val_labels = val_images[rows], val_labels[rows]
+    elif params.validate_on != "all":
+        raise ValueError(f"validate_on must be 'all' or 'unrotated', got {params.validate_on!r}")
+    model = fit(folder, build, data["train"].images[axis], labels["train"], val_images, val_labels, params, log)
     seconds_train = float(pd.read_csv(folder / "history.csv")["seconds"].sum())  # resumed epochs too
     t0 = time.perf_counter()
+    predict = {split: "all" for split in SPLITS} | (predict or {})
+    if set(predict.values()) - {"all", "unrotated"}:
+        raise ValueError(f"predict: each split takes 'all' or 'unrotated', got {predict}")
     tables = []
     for split, d in data.items():
-        keep = np.flatnonzero(~np.isnan(labels[split]))
+        known = ~np.isnan(labels[split])
+        if predict[split] == "unrotated":
+            known &= d.records["rotation"].to_numpy() == 0
+        keep = np.flatnonzero(known)
         probability = predict_probabilities(model, d.images[axis][keep] if len(keep) < len(labels[split])
                                             else d.images[axis], params.batch_size)
         table = prediction_table(d.records.iloc[keep], labels[split][keep], probability)
         _write_csv(table, folder / f"predictions_{split}.csv")
         tables.append(table.assign(split=split))
     check_patient_splits(pd.concat(tables))
-    cache.write_json(folder / "done.json", {"task": task, "axis": axis, "kind": kind, "label": label,
+    cache.write_json(folder / "done.json", {"task": task, "axis": axis, "kind": kind, "label": label, "predict": predict,
+                                            "base": base_key,
                                             "params": params.as_dict(), "seconds_train": seconds_train,
                                             "seconds_predict": time.perf_counter() - t0})
     return folder

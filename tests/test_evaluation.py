@@ -15,6 +15,10 @@ def test_binary_scores_known_values():
     assert s["f1"] == pytest.approx(2 / 3) and s["accuracy"] == pytest.approx(3 / 5)
     # AUC: of the 6 (positive, negative) pairs, 5 are ordered right (0.2 < 0.6 is the miss)
     assert s["auc"] == pytest.approx(5 / 6)
+    # balanced prevalence: TPR 2/3, FPR 1/2 -> (2/3) / (2/3 + 1/2) = 4/7, whatever the class counts
+    assert s["balanced_precision"] == pytest.approx(4 / 7)
+    doubled = binary_scores(labels + [0, 0], prob + [0.6, 0.1])  # twice the negatives, same rates
+    assert doubled["precision"] == pytest.approx(1 / 2) and doubled["balanced_precision"] == pytest.approx(4 / 7)
     np.testing.assert_array_equal(confusion_matrix(labels, prob), [[1, 1], [1, 2]])
 
 

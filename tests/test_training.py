@@ -1,6 +1,8 @@
 """Training: balanced batches, augmentation on training batches only, learning, determinism,
 resuming, and the ``models`` stage's prediction files."""
 
+import json
+
 import keras
 import numpy as np
 import pandas as pd
@@ -163,3 +165,37 @@ def test_without_validation_rows_the_last_epoch_is_kept(tmp_path):
     assert history["val_loss"].isna().all() and len(history) == PARAMS.epochs
     last = keras.models.load_model(tmp_path / "m" / "last.keras")
     np.testing.assert_array_equal(predict_probabilities(model, images), predict_probabilities(last, images))
+
+
+def test_fine_tuning_a_base_model_with_scan_labels(tmp_path):
+    """The survival set-up: a trained model's head reset and retrained on labels given per scan,
+    the rest frozen; the base's folder and the reset settings are part of the key."""
+    from sapsam_utils.survival import reset_head
+
+    fake_datasets_stage(tmp_path)
+    params = TrainParams(architecture="vgg19_bn", input_size=32, frozen_blocks=0, epochs=1, steps_per_epoch=2,
+                         batch_size=8, optimizer="adam", learning_rate=1e-3)
+    base_folder = training.train_model(tmp_path, params, log=None)
+    scans = pd.concat(training.read_predictions(base_folder, s) for s in SPLITS)["scan_id"].unique()
+    # a label per scan: the second scan of each patient, and the first of patient 1, are left out
+    labels = pd.Series({s: (np.nan if s.endswith("s1") else float(s[-3] == "0")) for s in scans}, name="outcome")
+    settings = {"layers": ["fc2", "logits"], "seed": 5}
+    base = (base_folder, lambda m: reset_head(m, settings["layers"], seed=settings["seed"]), settings)
+    folder = training.train_model(tmp_path, params, task="survival", label=labels, base=base, log=None)
+    assert folder.parent != base_folder.parent
+    done = json.loads((folder / "done.json").read_text())
+    assert done["label"] == "outcome" and done["base"]["settings"] == settings
+    for split in SPLITS:
+        table = training.read_predictions(folder, split)
+        assert not table["scan_id"].str.endswith("s1").any()
+        assert (table["label"] == table["scan_id"].map(labels)).all()
+    tuned, original = keras.models.load_model(folder / "model.keras"), keras.models.load_model(base_folder / "model.keras")
+    for layer in original.layers:
+        same = all(np.array_equal(a, b) for a, b in zip(layer.get_weights(), tuned.get_layer(layer.name).get_weights()))
+        if layer.name in settings["layers"]:
+            assert not same, f"{layer.name} was not re-initialised and trained"
+        elif layer.get_weights():
+            assert same, f"{layer.name} changed although frozen"
+    # other reset settings: another folder
+    other = (base_folder, base[1], {**settings, "seed": 6})
+    assert training.models_stage(tmp_path, params, {"folder": "x", "settings": other[2]}) != folder.parent

@@ -1,0 +1,320 @@
+"""Grad-CAM against hand-computed values, batch consistency, localisation scores, 3-D maps."""
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from sapsam_utils import augment, gradcam as gc
+from sapsam_utils.models import build_classifier
+from sapsam_utils.projections import ProjectionParams, project_scan, resample_box, to_grid
+from sapsam_utils.regions import LABELS, REGIONS, SIGN_CODES
+from sapsam_utils.volume import Volume, read_volume
+
+# A 2x2 convolution with two filters on 4x4 one-channel images: maps A of 3x3x2.
+KERNEL = np.array([[[[1.0, -1.0]], [[0.5, 0.0]]], [[[0.0, 2.0]], [[-1.0, 1.0]]]], dtype=np.float32)  # (2, 2, 1, 2)
+CONV_BIAS = np.array([0.1, -0.2], dtype=np.float32)
+
+
+def tiny_model(head: str = "linear", seed: int = 0) -> keras.Model:
+    """image (4, 4, 1) -> conv (ReLU) -> flatten [-> fc (ReLU)] -> logits -> probabilities."""
+    inputs = keras.Input((4, 4, 1), name="image")
+    x = layers.Conv2D(2, 2, activation="relu", name="conv")(inputs)
+    x = layers.Flatten(name="flatten")(x)
+    if head == "relu":
+        x = layers.Dense(6, activation="relu", name="fc",
+                         kernel_initializer=keras.initializers.RandomNormal(0.0, 0.5, seed=seed))(x)
+    x = layers.Dense(2, name="logits", kernel_initializer=keras.initializers.RandomNormal(0.0, 0.5, seed=seed + 1))(x)
+    outputs = layers.Activation("softmax", name="probabilities")(x)
+    model = keras.Model(inputs, outputs, name="tiny")
+    model.get_layer("conv").set_weights([KERNEL, CONV_BIAS])
+    return model
+
+
+def conv_maps(image: np.ndarray) -> np.ndarray:
+    """ReLU(2x2 valid convolution + bias) of a (4, 4, 1) image, by hand: (3, 3, 2)."""
+    out = np.zeros((3, 3, 2))
+    for i in range(3):
+        for j in range(3):
+            patch = image[i : i + 2, j : j + 2, 0]
+            out[i, j] = np.einsum("ab,abk->k", patch, KERNEL[:, :, 0, :]) + CONV_BIAS
+    return np.maximum(out, 0.0)
+
+
+def images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0.0, 1.0, (n, 4, 4, 1)).astype(np.float32)
+
+
+# --- Grad-CAM ---------------------------------------------------------------------------------
+
+
+def test_gradcam_matches_hand_computation():
+    model = tiny_model()
+    # Per class: a mean gradient alpha_c per map, plus a spatial pattern of zero mean per map.
+    pattern = np.random.default_rng(1).normal(0.0, 1.0, (3, 3, 2, 2))
+    pattern -= pattern.mean(axis=(0, 1))
+    weights = (pattern + np.array([[1.0, -0.5], [-1.5, 1.0]])).reshape(18, 2).astype(np.float32)  # [k, c]
+    model.get_layer("logits").set_weights([weights, np.array([0.3, -0.3], dtype=np.float32)])
+    x = images(3)
+    for c in (0, 1):
+        # y_c = sum_{i,j,k} W[(i, j, k), c] A[i, j, k] + b_c, so dy_c/dA = W[:, c] as (3, 3, 2).
+        alpha = weights[:, c].reshape(3, 3, 2).mean(axis=(0, 1))
+        np.testing.assert_allclose(alpha, [[1.0, -1.5], [-0.5, 1.0]][c], atol=1e-6)
+        expected = np.stack([np.maximum(conv_maps(img) @ alpha, 0.0) for img in x])
+        got = gc.gradcam(model, x, class_index=c)  # default layer: the last Conv2D, "conv"
+        assert got.shape == (3, 3, 3)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        assert (expected > 0).any() and (expected == 0).any()  # the ReLU matters here
+        np.testing.assert_allclose(gc.gradcam(model, x, class_index=c, layer="conv"), got)
+
+
+def test_gradcam_differentiates_the_logits_not_the_softmax():
+    model = tiny_model()
+    weights = np.zeros((18, 2), dtype=np.float32)
+    weights[:, 1] = 1.0  # y_1 = sum(A): alpha = (1, 1) whatever the softmax does
+    model.get_layer("logits").set_weights([weights, np.zeros(2, dtype=np.float32)])
+    x = images(2, seed=5)
+    expected = np.stack([conv_maps(img).sum(axis=-1) for img in x])
+    np.testing.assert_allclose(gc.gradcam(model, x, class_index=1), expected, rtol=1e-5, atol=1e-6)
+    # The softmax's output saturates here; the logits' gradient does not.
+    with pytest.raises(ValueError, match="class_index"):
+        gc.gradcam(model, x, class_index=2)
+
+
+def test_batch_gives_each_image_its_own_map():
+    model = tiny_model(head="relu")  # the gradient depends on the image through the fc ReLU
+    x = images(7, seed=2)
+    for c in (0, 1):
+        batch = gc.gradcam(model, x, class_index=c, batch_size=4)  # two batches, uneven
+        alone = np.concatenate([gc.gradcam(model, x[i : i + 1], class_index=c) for i in range(len(x))])
+        np.testing.assert_allclose(batch, alone, rtol=1e-5, atol=1e-6)
+        assert np.count_nonzero(~gc.empty_maps(alone)) >= 2
+        assert not np.allclose(batch[1:], 0.0)  # not only the first image gets a map
+
+
+def test_gradcam_on_the_study_classifier_graph():
+    model = build_classifier("vgg19", (32, 32, 3), 32, weights=None, seed=0)
+    x = np.random.default_rng(3).uniform(0.0, 1.0, (3, 32, 32, 3)).astype(np.float32)
+    batch = gc.gradcam(model, x, class_index=1)  # default layer: block5_conv4 (2 x 2 at 32 px)
+    assert batch.shape == (3, 2, 2) and (batch >= 0).all()
+    alone = np.concatenate([gc.gradcam(model, x[i : i + 1]) for i in range(3)])
+    np.testing.assert_allclose(batch, alone, rtol=1e-4, atol=1e-6 * max(1.0, float(np.abs(alone).max())))
+    _, head = gc.split_model(model)
+    assert head.get_layer("fc1") is model.get_layer("fc1")  # shares the trained weights
+
+
+def test_unknown_backend_is_refused(monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "numpy")
+    with pytest.raises(NotImplementedError, match="numpy"):
+        gc.gradcam(tiny_model(), images(1))
+
+
+def test_all_zero_map_is_empty_and_stays_zero():
+    model = tiny_model()
+    weights = np.full((18, 2), -1.0, dtype=np.float32)  # every alpha < 0, A >= 0: ReLU removes all
+    model.get_layer("logits").set_weights([weights, np.zeros(2, dtype=np.float32)])
+    maps = gc.gradcam(model, images(2), class_index=0)
+    assert gc.empty_maps(maps).tolist() == [True, True]
+    np.testing.assert_array_equal(gc.normalise(maps), 0.0)
+    mixed = np.stack([np.zeros((3, 3)), np.array([[0, 1e-9, 0], [0, 4e-9, 0], [0, 0, 2e-9]])])
+    assert gc.empty_maps(mixed).tolist() == [True, False]
+    assert gc.empty_maps(mixed, tol=1e-8).tolist() == [True, True]
+    norm = gc.normalise(mixed)
+    np.testing.assert_array_equal(norm[0], 0.0)
+    np.testing.assert_allclose(norm[1].max(), 1.0)
+    np.testing.assert_allclose(norm[1, 2, 2], 0.5)
+
+
+def test_upsample_is_bilinear_on_pixel_centres():
+    out = gc.upsample(np.array([[[0.0, 1.0], [0.0, 1.0]]]), (2, 4))
+    np.testing.assert_allclose(out[0], [[0.0, 0.25, 0.75, 1.0]] * 2, atol=1e-6)
+    assert gc.upsample(np.full((2, 3, 3), 2.0), (7, 5)).shape == (2, 7, 5)
+    np.testing.assert_allclose(gc.upsample(np.full((1, 3, 3), 2.0), (7, 5)), 2.0)
+
+
+# --- localisation scores ----------------------------------------------------------------------
+
+
+def square(*pixels, shape=(4, 4)):
+    out = np.zeros(shape)
+    for p in pixels:
+        out[p] = 1.0
+    return out
+
+
+def test_pointing_game_conventions():
+    peak = np.zeros((4, 4))
+    peak[1, 1], peak[2, 3] = 5.0, 2.0
+    tie = np.zeros((4, 4))
+    tie[1, 1] = tie[3, 3] = 5.0
+    maps = np.stack([peak, peak, tie, tie, np.ones((4, 4)), np.zeros((4, 4)), peak])
+    truths = np.stack([
+        square((1, 1), (1, 2)),  # peak on the truth: hit
+        square((2, 3)),  # only the second-highest value on it: miss
+        square((1, 1)),  # one of two maxima off the truth: miss
+        square((1, 1), (3, 3)),  # both maxima on it: hit
+        square((0, 0)),  # constant map: no peak, miss
+        square((0, 0)),  # all-zero map: miss
+        np.zeros((4, 4)),  # empty truth: excluded
+    ])
+    got = gc.pointing_game(maps, truths)
+    np.testing.assert_array_equal(got[:6], [1.0, 0.0, 0.0, 1.0, 0.0, 0.0])
+    assert np.isnan(got[6])
+    assert gc.pointing_game(np.ones((4, 4)), np.ones((4, 4))).tolist() == [0.0]  # constant: miss
+    with pytest.raises(ValueError, match="upsample"):
+        gc.pointing_game(np.zeros((1, 2, 2)), np.zeros((1, 4, 4)))
+
+
+def test_energy_game_and_truth_share():
+    truth = square((0, 0), (0, 1), (3, 3))
+    m = np.zeros((4, 4))
+    m[0, 0], m[0, 1], m[2, 2] = 3.0, 1.0, 4.0  # half the mass on the truth
+    maps = np.stack([m, np.ones((4, 4)), np.zeros((4, 4)), m])
+    truths = np.stack([truth, truth, truth, np.zeros((4, 4))])
+    got = gc.energy_pointing(maps, truths)
+    np.testing.assert_allclose(got[:3], [0.5, 3 / 16, 0.0])
+    assert np.isnan(got[3])
+    share = gc.truth_share(truths)
+    np.testing.assert_allclose(share[:3], 3 / 16)
+    assert np.isnan(share[3])
+    np.testing.assert_allclose(gc.energy_pointing(np.ones((4, 4)), truth), gc.truth_share(truth))  # uniform = share
+
+
+def test_iou_known_values():
+    m = np.array([[1.0, 0.7, 0.5, 0.3], [0.1, 0.0, 0.0, 0.0], [0.0] * 4, [0.0] * 4]) * 10  # normalised: /10
+    truth = square((0, 0), (0, 1), (1, 0))
+    got = gc.iou(np.stack([m, np.zeros((4, 4)), m]), np.stack([truth, truth, np.zeros((4, 4))]))
+    assert got.shape == (3, 4)
+    # t=0.2: map {00,01,02,03} vs truth {00,01,10}: 2 / 5; t=0.4: {00,01,02}: 2/4; t=0.6: {00,01}: 2/3; t=0.8: {00}: 1/3
+    np.testing.assert_allclose(got[0], [2 / 5, 2 / 4, 2 / 3, 1 / 3])
+    np.testing.assert_array_equal(got[1], 0.0)
+    assert np.isnan(got[2]).all()
+    with pytest.raises(ValueError, match="thresholds"):
+        gc.iou(m, truth, thresholds=(0.0, 0.5))
+
+
+# --- sanity check -----------------------------------------------------------------------------
+
+
+def test_cascading_randomisation_keeps_the_original():
+    model = tiny_model(head="relu")
+    before = [w.copy() for w in model.get_weights()]
+    x = images(3, seed=4)
+    maps_before = gc.gradcam(model, x)
+    steps = []
+    for name, randomised in gc.cascading_randomisation(model, seed=7):
+        steps.append(name)
+        assert randomised is not model
+        for layer_name in ("logits", "fc", "conv"):
+            changed = not all(np.array_equal(a, b) for a, b in zip(
+                randomised.get_layer(layer_name).get_weights(), model.get_layer(layer_name).get_weights()))
+            assert changed == (layer_name in steps), (name, layer_name)  # cumulative, one more each step
+        if name == "conv":
+            assert gc.gradcam(randomised, x).shape == maps_before.shape
+    assert steps == ["logits", "fc", "conv"]
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(gc.gradcam(model, x), maps_before)
+
+
+def test_rank_correlation():
+    a = np.arange(16.0).reshape(1, 4, 4)
+    np.testing.assert_allclose(gc.rank_correlation(a, a), [1.0])
+    np.testing.assert_allclose(gc.rank_correlation(a, a ** 3), [1.0])  # ranks only
+    np.testing.assert_allclose(gc.rank_correlation(a, -a), [-1.0])
+    assert np.isnan(gc.rank_correlation(a, np.zeros_like(a))).all()
+
+
+# --- 3-D maps ---------------------------------------------------------------------------------
+
+SCAN_SHAPE = (14, 12, 18)
+BOX = (slice(2, 11), slice(1, 9), slice(3, 15))  # 9 x 8 x 12 voxels, not the whole scan
+GRID = (12, 10, 16)  # z thirds of 4, x halves of 8
+SPACING = (2.0, 0.8, 0.7)
+
+
+def test_back_project_and_combine_known_values():
+    grid = (6, 3, 4)  # blocks of 2 x 3 x 2; RU = z 4..5, x 0..1
+    coronal = np.array([[1.0, 2.0], [3.0, 4.0]])  # rows: z high -> low
+    vol = gc.back_project(coronal, "coronal", grid, "RU")
+    assert vol[5, :, 0].tolist() == [1.0] * 3 and vol[4, :, 1].tolist() == [4.0] * 3
+    assert vol.sum() == 3 * 10.0  # nothing outside the block
+    sag = gc.back_project(np.arange(6.0).reshape(2, 3), 2, grid, "LL")  # LL = z 0..1, x 2..3
+    np.testing.assert_array_equal(sag[1, :, 2], [0, 1, 2])  # row 0 = highest z of the block
+    np.testing.assert_array_equal(sag[0, :, 3], [3, 4, 5])
+    with pytest.raises(ValueError, match="upsample"):
+        gc.back_project(np.zeros((3, 3)), "axial", grid, "RU")
+    np.testing.assert_allclose(gc.combine_maps([np.array([4.0, 2.0, 0.0]), np.array([1.0, 8.0, 5.0])]), [2.0, 4.0, 0.0])
+    np.testing.assert_allclose(gc.combine_maps([np.array([4.0, 2.0]), np.array([1.0, 8.0])], mask=np.array([0, 1])),
+                               [0.0, 4.0])
+
+
+@pytest.mark.parametrize("angles", [(0.0, 0.0, 0.0), (5.0, 0.0, 0.0), (0.0, 0.0, -5.0), (5.0, -5.0, 5.0)])
+def test_grid_to_scan_inverts_resampling_and_rotation(angles):
+    point = (9, 2, 13)  # far from the grid centre, so that a rotation moves it by voxels
+    scan = np.zeros(SCAN_SHAPE, dtype=np.uint8)
+    scan[point] = 1
+    on_grid = augment.rotate_volume(resample_box(scan, BOX, GRID, order=0), angles).astype(np.float32)
+    back = gc.grid_to_scan(on_grid, BOX, SCAN_SHAPE, angles)
+    assert back.shape == SCAN_SHAPE
+    assert np.unravel_index(np.argmax(back), SCAN_SHAPE) == point
+    assert gc.distance_to_truth_mm(back, scan, SPACING) == 0.0
+    outside = np.ones(SCAN_SHAPE, dtype=bool)
+    outside[BOX] = False
+    assert not back[outside].any()
+
+
+def test_grid_to_scan_is_exact_on_a_linear_ramp():
+    z, y, x = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in SCAN_SHAPE), indexing="ij")
+    ramp = 1.0 + z + 2.0 * y + 3.0 * x
+    back = gc.grid_to_scan(resample_box(ramp, BOX, GRID, order=1), BOX, SCAN_SHAPE)
+    inner = tuple(slice(s.start + 1, s.stop - 1) for s in BOX)  # trilinear is exact on a ramp
+    np.testing.assert_allclose(back[inner], ramp[inner], rtol=1e-5)
+
+
+def phantom():
+    """A lung box that is not the whole scan, and a small fungus ball at the bottom edge of RU."""
+    refined = np.zeros(SCAN_SHAPE, dtype=np.uint8)
+    refined[BOX] = 1
+    signs = np.zeros(SCAN_SHAPE, dtype=np.uint8)
+    signs[8, 3:5, 5:7] = SIGN_CODES["fungus_ball"]  # grid z 8 = lowest slice of the upper third
+    ct = Volume(np.where(refined > 0, -800, -1000).astype(np.int16), SPACING)
+    return ct, Volume(refined, SPACING), Volume(refined, SPACING), Volume(signs, SPACING)
+
+
+@pytest.mark.parametrize("angles", [(0.0, 0.0, 0.0), (5.0, 0.0, 0.0), (0.0, 0.0, 5.0)])
+def test_three_projections_back_project_onto_the_lesion(angles):
+    ct, conservative, refined, signs = phantom()
+    scan = to_grid(ct, conservative, refined, signs, GRID)
+    assert scan.box == BOX
+    params = ProjectionParams(grid_shape=GRID, angles=(-5.0, 0.0, 5.0))
+    images = project_scan(scan, params)
+    r = [tuple(a) for a in images.rotations.tolist()].index(angles)
+    label = LABELS.index("fungus_ball")
+    truth = {axis: images.regions_truth[axis][r, ..., label] for axis in gc.AXES}  # (6, H, W) each
+    region = int(np.argmax(truth["axial"].sum(axis=(1, 2))))
+    if angles == (0.0, 0.0, 0.0):
+        assert REGIONS[region] == "RU"
+    volume = gc.region_map_3d({axis: t[region] for axis, t in truth.items()}, GRID, REGIONS[region])
+    back = gc.grid_to_scan(volume, scan.box, SCAN_SHAPE, angles)
+    lesion = signs.array > 0
+    distance = gc.distance_to_truth_mm(back, lesion, SPACING)
+    if angles == (0.0, 0.0, 0.0):
+        assert distance == 0.0
+    assert distance <= max(SPACING)  # within one voxel
+
+
+def test_distance_to_truth_and_nifti(tmp_path):
+    truth = np.zeros((4, 4, 8), dtype=bool)
+    truth[0, 0, 3] = True
+    m = np.zeros(truth.shape)
+    m[0, 0, 0] = 1.0
+    assert gc.distance_to_truth_mm(m, truth, (2.0, 1.0, 0.5)) == pytest.approx(1.5)
+    m[2, 0, 3] = 1.0  # a tie: the farther maximum counts
+    assert gc.distance_to_truth_mm(m, truth, (2.0, 1.0, 0.5)) == pytest.approx(4.0)
+    assert np.isnan(gc.distance_to_truth_mm(np.zeros(truth.shape), truth, (1, 1, 1)))
+    assert np.isnan(gc.distance_to_truth_mm(m, np.zeros(truth.shape), (1, 1, 1)))
+    path = gc.save_nifti(m, tmp_path / "map.nii.gz", (2.0, 1.0, 0.5), origin=(1.0, 2.0, 3.0))
+    back = read_volume(path)
+    np.testing.assert_array_equal(back.array, m.astype(np.float32))
+    assert back.spacing == (2.0, 1.0, 0.5) and back.origin == (1.0, 2.0, 3.0)
