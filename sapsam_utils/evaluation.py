@@ -175,3 +175,72 @@ def compare(
 def with_ci(value: float, low: float, high: float, digits: int = 3) -> str:
     """``0.950 [0.900, 0.990]``: a number with its interval, for tables."""
     return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def mean_ci(values, patient_ids, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """The mean of per-image values (e.g. localisation scores) with a patient-level bootstrap 95 % CI.
+
+    NaN values (e.g. an image whose truth is empty) are left out first; each draw takes the
+    patients with replacement, all their remaining values along, and averages them (pooled).
+
+    Parameters
+    ----------
+    values : array-like
+        One number per image.
+    patient_ids : array-like
+        The image's patient, one per value.
+    n_boot : int
+        Bootstrap draws.
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``value`` (the mean of the non-NaN values), ``ci_low``, ``ci_high``, ``n`` (values kept)
+        and ``n_patients``; NaN everywhere (``n`` = 0) when no value is left.
+    """
+    values = np.asarray(values, dtype=float)
+    patients = np.asarray(patient_ids)
+    if values.shape != patients.shape:
+        raise ValueError(f"{values.shape} values but {patients.shape} patient ids")
+    keep = ~np.isnan(values)
+    values, patients = values[keep], patients[keep]
+    if not len(values):
+        return {"value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0, "n_patients": 0}
+    codes, unique = pd.factorize(patients, sort=True)
+    sums = np.bincount(codes, weights=values, minlength=len(unique))
+    counts = np.bincount(codes, minlength=len(unique)).astype(float)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(unique), (int(n_boot), len(unique)))
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5]) if len(means) else (np.nan, np.nan)
+    return {"value": float(values.mean()), "ci_low": float(low), "ci_high": float(high), "n": int(len(values)),
+            "n_patients": int(len(unique))}
+
+
+def extreme_calls(predictions: pd.DataFrame, threshold: float = 0.5) -> dict[str, pd.Series]:
+    """A classifier's surest positive image, its most confident negative and its least confident positive.
+
+    Parameters
+    ----------
+    predictions : pandas.DataFrame
+        One row per image with ``label`` and ``probability`` (both classes present).
+    threshold : float
+        Names the last two: a false positive when the negative's probability is >= ``threshold``
+        (else ``top negative``), a false negative when the positive's is < ``threshold`` (else
+        ``lowest positive``).
+
+    Returns
+    -------
+    dict
+        Name -> the prediction row, in the order: ``surest positive``, then the negative, then
+        the positive.
+    """
+    pos = predictions[predictions["label"] == 1].sort_values("probability", kind="stable")
+    neg = predictions[predictions["label"] == 0].sort_values("probability", kind="stable")
+    if pos.empty or neg.empty:
+        raise ValueError("extreme_calls needs positive and negative images")
+    negative, positive = neg.iloc[-1], pos.iloc[0]
+    return {"surest positive": pos.iloc[-1],
+            ("false positive" if negative["probability"] >= threshold else "top negative"): negative,
+            ("false negative" if positive["probability"] < threshold else "lowest positive"): positive}

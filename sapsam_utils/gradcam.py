@@ -60,6 +60,13 @@ Sanity check (Adebayo et al. 2018)
     outside the box, or whose position falls off the rotated grid, are 0.
     :func:`distance_to_truth_mm` scores the 3-D map against a lesion mask, and :func:`save_nifti`
     writes it on the scan's geometry.
+
+Helpers of the Grad-CAM chapter
+    :func:`layer_grid` (the map's grid at a layer), :func:`localisation_scores` (every 2-D score
+    of a batch as a table), :func:`randomisation_curve` (the sanity check, step by step),
+    :func:`scan_map_3d` (a sub-region's 3-D map on the scan's voxels), :func:`sign_voxels` and
+    :func:`chance_distance_mm` (the mean distance of a random lung voxel to the truth: the 3-D
+    distance's chance level).
 """
 
 from __future__ import annotations
@@ -70,12 +77,13 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 from scipy import ndimage, stats
 from skimage.transform import resize
 
 from . import augment
 from .models import LAST_CONV_LAYER
-from .regions import REGIONS, Box, region_slices
+from .regions import CAVITY_LUMEN, REGIONS, SIGN_CODES, Box, region_slices
 from .volume import Volume, write_volume
 
 #: Default thresholds of :func:`iou` (on maps normalised to a maximum of 1).
@@ -546,3 +554,138 @@ def distance_to_truth_mm(map3d: np.ndarray, truth_mask: np.ndarray, spacing: tup
     crop = tuple(slice(a, b) for a, b in zip(lo, hi))
     distance = ndimage.distance_transform_edt(~truth[crop], sampling=tuple(float(s) for s in spacing))
     return float(distance[tuple((peaks - lo).T)].max())
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers of the Grad-CAM chapter
+
+
+def layer_grid(model: keras.Model, layer: str | None = None) -> tuple[int, int]:
+    """``(h, w)`` of the maps of ``layer`` (default :func:`last_conv_layer`): the Grad-CAM grid."""
+    layer = last_conv_layer(model) if layer is None else layer
+    shape = model.get_layer(layer).output.shape
+    return tuple(int(n) for n in (shape[2:4] if keras.config.image_data_format() == "channels_first" else shape[1:3]))
+
+
+def localisation_scores(maps: np.ndarray, truths: np.ndarray,
+                        thresholds: Sequence[float] = IOU_THRESHOLDS) -> pd.DataFrame:
+    """Every localisation score of each (map, truth) pair, one row per image.
+
+    Columns ``pointing_game``, ``energy``, ``truth_share`` (the uniform map's energy and the
+    pointing game's chance level), ``iou_<t>`` per threshold (e.g. ``iou_0.4``), and
+    ``empty_map`` (bool). Scores follow the conventions of :func:`pointing_game` & co.: NaN
+    for an empty truth, a miss (0) for an all-zero map.
+    """
+    maps, truths = _pair(maps, truths)
+    table = pd.DataFrame({"pointing_game": pointing_game(maps, truths), "energy": energy_pointing(maps, truths),
+                          "truth_share": truth_share(truths)})
+    overlap = iou(maps, truths, thresholds)
+    for k, t in enumerate(thresholds):
+        table[f"iou_{float(t):g}"] = overlap[:, k]
+    table["empty_map"] = empty_maps(maps)
+    return table
+
+
+def randomisation_curve(model: keras.Model, images: np.ndarray, layer: str | None = None, seed: int = 0,
+                        layers: Sequence[str] | None = None, class_index: int = 1,
+                        batch_size: int = 32) -> pd.DataFrame:
+    """The cascading-randomisation check: how much the maps keep after each step.
+
+    Each step of :func:`cascading_randomisation` recomputes the maps of ``images`` (on the
+    layer's grid) and compares them with the trained model's by :func:`rank_correlation`. A
+    constant map (e.g. all zero) has no ranking to share with the trained one: its correlation
+    counts as 0 (and as such in ``constant_maps``); a trained map that is constant leaves its
+    image out.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per step: ``step`` (1 = the top layer re-initialised), ``layer`` (the layer
+        re-initialised at this step, with all above it), ``rank_correlation`` (median over the
+        images), ``q25``, ``q75`` and ``constant_maps`` (share of randomised maps that are
+        constant).
+    """
+    trained = gradcam(model, images, class_index, layer, batch_size=batch_size)
+    usable = np.ptp(trained.reshape(len(trained), -1), axis=1) > 0 if len(trained) else np.zeros(0, bool)
+    rows = []
+    for step, (name, randomised) in enumerate(cascading_randomisation(model, seed, layers), start=1):
+        maps = gradcam(randomised, images, class_index, layer, batch_size=batch_size)
+        constant = np.ptp(maps.reshape(len(maps), -1), axis=1) == 0 if len(maps) else np.zeros(0, bool)
+        rho = np.nan_to_num(rank_correlation(trained, maps), nan=0.0)[usable]
+        q25, median, q75 = np.percentile(rho, [25, 50, 75]) if len(rho) else (np.nan,) * 3
+        rows.append({"step": step, "layer": name, "rank_correlation": float(median), "q25": float(q25),
+                     "q75": float(q75), "constant_maps": float(constant[usable].mean()) if usable.any() else np.nan})
+    return pd.DataFrame(rows)
+
+
+def scan_map_3d(maps2d: dict[str, np.ndarray], scan, region: str, scan_shape: tuple[int, int, int],
+                angles_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+    """A 3-D map of one sub-region on the scan's voxels, from its images' maps on each axis.
+
+    :func:`region_map_3d` on the grid of ``scan`` (a
+    :class:`~sapsam_utils.projections.GridScan`), restricted to its refined lung mask, then
+    :func:`grid_to_scan` into the scan's voxels (``scan.box``).
+    """
+    grid_shape = scan.refined.shape
+    volume = region_map_3d(maps2d, grid_shape, region, mask=scan.refined > 0)
+    return grid_to_scan(volume, scan.box, scan_shape, angles_deg)
+
+
+def chance_distance_mm(mask: np.ndarray, truth_mask: np.ndarray, spacing: tuple[float, float, float]) -> float:
+    """Mean distance (mm) from a voxel of ``mask`` to the nearest truth voxel.
+
+    What :func:`distance_to_truth_mm` gives on average for a peak placed at random in ``mask``
+    (e.g. the lung voxels of the sub-region): the chance level of the 3-D distance. NaN when
+    either mask is empty.
+    """
+    mask, truth = np.asarray(mask) > 0, np.asarray(truth_mask) > 0
+    if mask.shape != truth.shape:
+        raise ValueError(f"mask {mask.shape} and truth {truth.shape} differ in shape")
+    if not mask.any() or not truth.any():
+        return float("nan")
+    points = np.argwhere(mask | truth)
+    crop = tuple(slice(a, b) for a, b in zip(points.min(axis=0), points.max(axis=0) + 1))
+    distance = ndimage.distance_transform_edt(~truth[crop], sampling=tuple(float(s) for s in spacing))
+    return float(distance[mask[crop]].mean())
+
+
+def sign_voxels(signs: np.ndarray | None, sign: str) -> np.ndarray:
+    """Boolean mask of one sign in a sign truth volume (the cavity's lumen counts as cavity, as
+    in the projected truth)."""
+    if signs is None:
+        raise ValueError("no sign truth volume (a control scan?)")
+    if sign not in SIGN_CODES:
+        raise ValueError(f"sign {sign!r}: use one of {tuple(SIGN_CODES)}")
+    codes = [SIGN_CODES[sign]] + ([CAVITY_LUMEN] if sign == "cavity" else [])
+    return np.isin(np.asarray(signs), codes)
+
+
+def sub_region_psam(maps2d: dict[str, np.ndarray], ct: Volume, refined: Volume, signs: Volume, scan, region: str,
+                    sign: str) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """The 3-D map of one sub-region on its scan and its scores against the sign's truth there.
+
+    Parameters
+    ----------
+    maps2d : dict
+        Axis name -> the sub-region image's map on its pixels (unrotated images).
+    ct, refined, signs : Volume
+        The scan, its refined lung mask and its sign truth.
+    scan : GridScan
+        The scan on the study grid (:func:`~sapsam_utils.projections.to_grid` of the volumes).
+    region, sign : str
+
+    Returns
+    -------
+    tuple
+        ``(map3d, truth, distance_mm, chance_mm)``: the map on the scan's voxels
+        (:func:`scan_map_3d`), the sign's voxels inside the sub-region's block of the lung box,
+        :func:`distance_to_truth_mm` of the map and :func:`chance_distance_mm` of the
+        sub-region's lung voxels.
+    """
+    shape = ct.array.shape
+    block = np.zeros(shape, dtype=bool)
+    block[region_slices(shape, scan.box)[region]] = True
+    map3d = scan_map_3d(maps2d, scan, region, shape)
+    truth = sign_voxels(signs.array, sign) & block
+    return (map3d, truth, distance_to_truth_mm(map3d, truth, ct.spacing),
+            chance_distance_mm((refined.array > 0) & block, truth, ct.spacing))

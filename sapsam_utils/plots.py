@@ -127,3 +127,129 @@ def kaplan_meier(groups: dict, ax=None, at_risk: bool = True, title: str = ""):
     if at_risk:
         add_at_risk_counts(*groups.values(), labels=list(groups), ax=ax)
     return ax
+
+
+def map_over_projection(image: np.ndarray, cam: np.ndarray | None = None, truth: np.ndarray | None = None, ax=None,
+                        title: str = "", alpha: float = 0.45, truth_colour: str = "white", aspect: float = 1.0):
+    """A Grad-CAM map over the projection it explains, with an optional truth contour.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        A sub-region image ``(H, W, C)`` in [0, 1] (shown as RGB windows,
+        :func:`~sapsam_utils.projections.rgb`) or a grey ``(H, W)`` image.
+    cam : numpy.ndarray, optional
+        The map on the image's pixels ``(H, W)`` (upsampled); shown normalised to its maximum
+        (jet, ``alpha``). An all-zero map is drawn as nothing and says so.
+    truth : numpy.ndarray, optional
+        ``(H, W)``: the sign's projected footprint (``> 0``), drawn as a contour.
+    aspect : float
+        A pixel's height / width (e.g. the grid spacing of the image's rows over its columns).
+    """
+    from .projections import rgb
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(2.2, 3.6))
+    image = np.asarray(image, dtype=np.float32)
+    ax.imshow(rgb(image) if image.ndim == 3 else image, cmap="gray", vmin=0, vmax=1, interpolation="nearest",
+              aspect=aspect)
+    if cam is not None:
+        cam = np.maximum(np.asarray(cam, dtype=np.float32), 0)
+        if cam.max() > 0:
+            ax.imshow(cam / cam.max(), cmap="jet", vmin=0, vmax=1, alpha=alpha, interpolation="bilinear", aspect=aspect)
+        else:
+            ax.text(0.5, 0.5, "all-zero map", transform=ax.transAxes, ha="center", color="white", fontsize=8)
+    if truth is not None and np.any(np.asarray(truth) > 0):
+        ax.contour(np.asarray(truth) > 0, levels=[0.5], colors=truth_colour, linewidths=1.0)
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.set_title(title, fontsize=8)
+    return ax
+
+
+def ct_slice(hu: np.ndarray, truth: np.ndarray | None = None, box=None, ax=None, title: str = "",
+             window: tuple[float, float] = (-1000.0, 400.0), aspect: float = 1.0, overlay: np.ndarray | None = None,
+             alpha: float = 0.45):
+    """A CT slice (HU, grey ``window``) with an optional truth contour (red), a rectangle ``box``
+    ``((row0, row1), (col0, col1))`` (yellow) and an optional map ``overlay`` (jet, where > 0).
+
+    ``aspect`` is the pixel's height / width (e.g. spacing ratio of the two axes shown).
+    """
+    from matplotlib.patches import Rectangle
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.2, 3.2))
+    ax.imshow(hu, cmap="gray", vmin=window[0], vmax=window[1], aspect=aspect, interpolation="nearest")
+    if overlay is not None and np.max(overlay) > 0:
+        shown = np.ma.masked_less_equal(np.asarray(overlay, dtype=np.float32) / np.max(overlay), 0)
+        ax.imshow(shown, cmap="jet", vmin=0, vmax=1, alpha=alpha, aspect=aspect, interpolation="nearest")
+    if truth is not None and np.any(np.asarray(truth) > 0):
+        ax.contour(np.asarray(truth) > 0, levels=[0.5], colors="red", linewidths=1.0)
+    if box is not None:
+        (r0, r1), (c0, c1) = box
+        ax.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, fill=False, edgecolor="yellow", lw=1, ls="--"))
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.set_title(title, fontsize=8)
+    return ax
+
+
+def orthogonal_slices(ct: np.ndarray, overlay: np.ndarray | None = None, truth: np.ndarray | None = None,
+                      point=None, spacing=(1.0, 1.0, 1.0), axes=None, title: str = "", **kwargs):
+    """Axial, coronal and sagittal slices of a ``(z, y, x)`` CT through ``point`` (default: the
+    overlay's maximum), with :func:`ct_slice`'s overlay and truth contour; coronal and sagittal
+    views have the head at the top, and pixels keep their millimetre aspect."""
+    ct = np.asarray(ct)
+    if point is None:
+        point = np.unravel_index(np.argmax(overlay), ct.shape) if overlay is not None else np.array(ct.shape) // 2
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(10, 3.4))
+    sz, sy, sx = spacing
+    views = (("axial", np.s_[point[0], :, :], sy / sx), ("coronal", np.s_[::-1, point[1], :], sz / sx),
+             ("sagittal", np.s_[::-1, :, point[2]], sz / sy))
+    for ax, (name, index, aspect) in zip(axes, views):
+        part = [None if v is None else np.asarray(v)[index] for v in (overlay, truth)]
+        ct_slice(ct[index], part[1], ax=ax, aspect=aspect, overlay=part[0], title=f"{title}{name}", **kwargs)
+    return axes
+
+
+def psam_pair(axes, scan, region: str, sign: str, image: np.ndarray, cam: np.ndarray, truth: np.ndarray | None = None,
+              title: str = ""):
+    """The paper's Fig. 3 for one sub-region image: a CT slice beside the map over the projection.
+
+    Left: the axial slice of ``scan`` (a :class:`~sapsam_utils.projections.GridScan`) through the
+    most voxels of ``sign`` in the sub-region's block (its middle when there are none), the sign's
+    truth in red, the sub-region's columns in yellow. Right: :func:`map_over_projection` of the
+    sub-region's axial image ``image`` with its map ``cam`` and projected ``truth``. Both keep the
+    grid's aspect.
+    """
+    from .gradcam import sign_voxels
+    from .regions import region_slices
+
+    zs, _, xs = region_slices(scan.hu.shape)[region]
+    voxels = sign_voxels(scan.signs, sign) if scan.signs is not None else np.zeros(scan.hu.shape, dtype=bool)
+    counts = voxels[zs, :, xs].sum(axis=(1, 2))
+    z = zs.start + int(np.argmax(counts) if counts.any() else len(counts) // 2)
+    aspect = scan.spacing[1] / scan.spacing[2]
+    ct_slice(scan.hu[z], voxels[z], box=((0, scan.hu.shape[1]), (xs.start, xs.stop)), ax=axes[0], aspect=aspect,
+             title=f"grid slice {z}")
+    map_over_projection(image, cam, truth, ax=axes[1], aspect=aspect, title=title)
+    return axes
+
+
+def randomisation(curve: pd.DataFrame, target: float | None = None, marked_step: int | None = None, ax=None):
+    """The cascading randomisation check (:func:`sapsam_utils.gradcam.randomisation_curve`): the
+    median rank correlation (and its interquartile band) after each step, from "none" (the
+    trained model, 1) on; ``target`` as a dotted line, ``marked_step`` as a dashed one."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 3.6))
+    steps = np.r_[0, curve["step"]]
+    ax.plot(steps, np.r_[1.0, curve["rank_correlation"]], marker="o", label="median")
+    ax.fill_between(steps, np.r_[1.0, curve["q25"]], np.r_[1.0, curve["q75"]], alpha=0.25, label="interquartile range")
+    if target is not None:
+        ax.axhline(target, color="grey", ls=":", label="target")
+    if marked_step is not None:
+        ax.axvline(marked_step, color="red", lw=0.8, ls="--", label="top block random")
+    ax.set_xticks(steps, ["none"] + curve["layer"].tolist(), rotation=60, fontsize=7)
+    ax.set(ylabel="rank correlation with the trained maps", ylim=(-0.3, 1.05),
+           xlabel="layers re-initialised, from the top down (cumulative)")
+    ax.legend(fontsize=7)
+    return ax

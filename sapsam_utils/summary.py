@@ -24,6 +24,8 @@ from sapsam_utils.provenance import Provenance
 
 PAPER_NUMBERS = "book/paper_numbers.yaml"
 NOT_REPRODUCED = "not yet reproduced"
+#: A chapter that ran but whose parameters left this number out (e.g. an axis the profile skips).
+NOT_IN_RUN = "not measured in this run (the chapter's parameters leave it out)"
 #: Shown for a row that needs the public CT cases when its notebook did not find them.
 NOT_AVAILABLE = "not measured: public CT not available"
 REQUIRED_KEYS = ("notebook", "quantity", "paper", "key")
@@ -76,7 +78,7 @@ def ours(row: dict[str, Any], results: dict[str, dict[str, Any] | None]) -> str:
     if row.get("needs") == "public_ct" and metrics.get("public_ct_available") is False:
         return NOT_AVAILABLE
     if row["key"] not in metrics:
-        return NOT_REPRODUCED
+        return NOT_REPRODUCED if metrics.get("implemented") is False else NOT_IN_RUN
     value = format_value(metrics[row["key"]])
     low, high = metrics.get(f"{row['key']}_ci_low"), metrics.get(f"{row['key']}_ci_high")
     if low is not None and high is not None:  # a 95 % confidence interval written beside the number

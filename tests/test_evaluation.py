@@ -90,3 +90,37 @@ def test_paired_comparison_of_two_models():
     assert better["difference"] > 0.3 and better["ci_low"] > 0  # a clear margin excludes 0
     with pytest.raises(ValueError, match="different patients"):
         compare(table, table[table["patient_id"] != "P1"])
+
+
+def test_mean_ci_resamples_patients_and_skips_nan():
+    from sapsam_utils.evaluation import mean_ci
+
+    # Two patients: A has 3 hits, B 1 miss and one NaN (an image without truth: left out).
+    values = [1.0, 1.0, 1.0, 0.0, np.nan]
+    patients = ["A", "A", "A", "B", "B"]
+    out = mean_ci(values, patients, n_boot=500, seed=0)
+    assert out["value"] == pytest.approx(0.75) and out["n"] == 4 and out["n_patients"] == 2
+    # a draw holds A twice (1.0), B twice (0.0), or one of each (pooled: 3 / 4)
+    assert out["ci_low"] == 0.0 and out["ci_high"] == 1.0
+    assert mean_ci(values, patients, n_boot=200, seed=3) == mean_ci(values, patients, n_boot=200, seed=3)
+    # many patients with one value each: the interval of a proportion, 0.5 +/- 0.049
+    n = 400
+    many = mean_ci(np.tile([1.0, 0.0], n // 2), [f"P{i}" for i in range(n)], n_boot=2000, seed=1)
+    assert many["ci_low"] == pytest.approx(0.451, abs=0.012) and many["ci_high"] == pytest.approx(0.549, abs=0.012)
+    empty = mean_ci([np.nan, np.nan], ["A", "B"])
+    assert empty["n"] == 0 and np.isnan(empty["value"]) and np.isnan(empty["ci_low"])
+    with pytest.raises(ValueError, match="patient ids"):
+        mean_ci([1.0, 2.0], ["A"])
+
+
+def test_extreme_calls_names_the_calls():
+    from sapsam_utils.evaluation import extreme_calls
+
+    table = pd.DataFrame({"label": [1, 1, 1, 0, 0], "probability": [0.9, 0.3, 0.7, 0.6, 0.1], "id": list("abcde")})
+    calls = extreme_calls(table)
+    assert list(calls) == ["surest positive", "false positive", "false negative"]
+    assert [r["id"] for r in calls.values()] == ["a", "d", "b"]
+    calls = extreme_calls(table.assign(probability=[0.9, 0.6, 0.7, 0.4, 0.1]))
+    assert list(calls) == ["surest positive", "top negative", "lowest positive"]
+    with pytest.raises(ValueError, match="positive and negative"):
+        extreme_calls(table[table["label"] == 1])

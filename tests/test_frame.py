@@ -222,12 +222,14 @@ def test_summary_says_what_is_not_reproduced():
     rows = [{"notebook": "01_c", "quantity": "scans", "paper": 352, "key": "n_scans"},
             {"notebook": "04_d", "quantity": "accuracy", "paper": None, "key": "test_accuracy"},
             {"notebook": "07_s", "quantity": "auc", "paper": 0.5, "key": "test_auc"}]
+    rows.append({"notebook": "01_c", "quantity": "sagittal", "paper": 0.8, "key": "sagittal_auc"})
     results = {"01_c": {"n_scans": 12, "dice": 0.98765, "auc": None}, "04_d": {"implemented": False}}
     record = Provenance({}, {"01_c": {"profile": "smoke"}, "04_d": {"profile": "smoke"}})
     text = summary.render_summary(rows, results, record)
     assert "| 01_c | scans | 352 | 12 |" in text
     assert "| 04_d | accuracy | — | not yet reproduced |" in text
     assert "| 07_s | auc | 0.5 | not yet reproduced (07_s not run in this build) |" in text
+    assert "| 01_c | sagittal | 0.8 | not measured in this run (the chapter's parameters leave it out) |" in text
     assert "| `dice` | 0.988 |" in text and "| `implemented` | no |" in text and "| `auc` | n/a |" in text
 
 

@@ -318,3 +318,82 @@ def test_distance_to_truth_and_nifti(tmp_path):
     back = read_volume(path)
     np.testing.assert_array_equal(back.array, m.astype(np.float32))
     assert back.spacing == (2.0, 1.0, 0.5) and back.origin == (1.0, 2.0, 3.0)
+
+
+# --- helpers of the Grad-CAM chapter ----------------------------------------------------------
+
+
+def test_layer_grid_of_the_study_classifier():
+    model = build_classifier("vgg19_bn", (64, 32, 3), 32, None, 0)
+    assert gc.layer_grid(model) == (2, 2)  # the last block at 32 px: no localisation
+    assert gc.layer_grid(model, "block3_relu4") == (8, 8)
+    assert gc.layer_grid(tiny_model()) == (3, 3)
+
+
+def test_localisation_scores_table():
+    truths = np.zeros((3, 4, 4))
+    truths[0, :2, :2] = 1  # peak on it
+    truths[1, 2:, 2:] = 1  # peak off it
+    maps = np.zeros((3, 4, 4))
+    maps[0, 0, 0], maps[1, 0, 0], maps[2, 1, 1] = 1.0, 1.0, 1.0  # image 2: empty truth
+    table = gc.localisation_scores(maps, truths, thresholds=(0.5,))
+    assert list(table.columns) == ["pointing_game", "energy", "truth_share", "iou_0.5", "empty_map"]
+    np.testing.assert_array_equal(table["pointing_game"], [1.0, 0.0, np.nan])
+    np.testing.assert_array_equal(table["energy"], [1.0, 0.0, np.nan])
+    np.testing.assert_array_equal(table["truth_share"], [0.25, 0.25, np.nan])
+    np.testing.assert_array_equal(table["iou_0.5"], [0.25, 0.0, np.nan])
+    assert not table["empty_map"].any()
+    assert gc.localisation_scores(np.zeros((1, 4, 4)), truths[:1])["empty_map"].tolist() == [True]
+
+
+def test_randomisation_curve_steps_and_values():
+    model = tiny_model(head="relu")
+    x = images(6, seed=2)
+    curve = gc.randomisation_curve(model, x, seed=5)
+    assert curve["layer"].tolist() == ["logits", "fc", "conv"] and curve["step"].tolist() == [1, 2, 3]
+    assert curve["rank_correlation"].between(-1, 1).all() and curve["constant_maps"].between(0, 1).all()
+    assert gc.randomisation_curve(model, x, layers=[]).empty  # an empty cascade: no step
+    assert gc.randomisation_curve(model, x, layers=["fc"], seed=0)["layer"].tolist() == ["fc"]
+
+
+def test_scan_map_3d_and_chance_distance():
+    ct, conservative, refined, signs = phantom()
+    scan = to_grid(ct, conservative, refined, signs, GRID)
+    images = project_scan(scan, ProjectionParams(grid_shape=GRID, angles=(0.0,)))
+    label, region = LABELS.index("fungus_ball"), REGIONS.index("RU")
+    maps = {axis: images.regions_truth[axis][0, region, ..., label] for axis in gc.AXES}
+    back = gc.scan_map_3d(maps, scan, "RU", SCAN_SHAPE)
+    assert back.shape == SCAN_SHAPE and not back[refined.array == 0].any()
+    lesion = signs.array > 0
+    assert gc.distance_to_truth_mm(back, lesion, SPACING) == 0.0
+    chance = gc.chance_distance_mm(refined.array, lesion, SPACING)
+    assert chance > 0
+    one = np.zeros(SCAN_SHAPE, bool)
+    one[8, 3, 9] = True  # 3 voxels along x (0.7 mm each) from the lesion's x 5..6
+    assert gc.chance_distance_mm(one, lesion, SPACING) == pytest.approx(3 * 0.7)
+    assert np.isnan(gc.chance_distance_mm(one, np.zeros(SCAN_SHAPE), SPACING))
+
+
+def test_sign_voxels_counts_the_lumen_as_cavity():
+    from sapsam_utils.regions import CAVITY_LUMEN
+
+    signs = np.array([0, SIGN_CODES["cavity"], CAVITY_LUMEN, SIGN_CODES["fungus_ball"]])
+    assert gc.sign_voxels(signs, "cavity").tolist() == [False, True, True, False]
+    assert gc.sign_voxels(signs, "fungus_ball").tolist() == [False, False, False, True]
+    with pytest.raises(ValueError):
+        gc.sign_voxels(signs, "nodule")
+
+
+def test_sub_region_psam_scores_the_lesion_of_its_sub_region():
+    ct, conservative, refined, signs = phantom()
+    scan = to_grid(ct, conservative, refined, signs, GRID)
+    images = project_scan(scan, ProjectionParams(grid_shape=GRID, angles=(0.0,)))
+    label, region = LABELS.index("fungus_ball"), REGIONS.index("RU")
+    maps = {axis: images.regions_truth[axis][0, region, ..., label] for axis in gc.AXES}
+    map3d, truth, distance, chance = gc.sub_region_psam(maps, ct, refined, signs, scan, "RU", "fungus_ball")
+    assert map3d.shape == SCAN_SHAPE and truth.sum() == (signs.array > 0).sum()
+    assert distance == 0.0 and chance == pytest.approx(gc.chance_distance_mm(
+        (refined.array > 0) & np.isin(np.arange(SCAN_SHAPE[0]), range(8, 11))[:, None, None]
+        & (np.arange(SCAN_SHAPE[2]) < 9)[None, None, :], truth, SPACING))
+    _, truth_ll, distance_ll, _ = gc.sub_region_psam(maps, ct, refined, signs, scan, "LL", "fungus_ball")
+    assert not truth_ll.any() and np.isnan(distance_ll)  # no lesion in that sub-region

@@ -117,7 +117,7 @@ def test_profiles_pass_only_parameters_the_notebooks_define(root, profile):
     plan = runner.plan_run(root, profile)  # raises on a name that a notebook does not define
     assert set(plan) == {path.stem for path in NOTEBOOKS}
     readers = {stem for stem, params in plan.items() if "public_ct_root" in params}
-    assert readers == {"01_cohort", "02_segmentation", "03_projections"}
+    assert readers == {"01_cohort", "02_segmentation", "03_projections", "06_gradcam"}
 
 
 def test_every_notebook_is_a_book_chapter(root):
