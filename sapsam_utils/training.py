@@ -26,6 +26,7 @@ weights as one that was not. Code here is Keras 3 and backend-agnostic.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -308,12 +309,11 @@ def prediction_table(records: pd.DataFrame, labels: np.ndarray, probability: np.
                          "region": records["region"].to_numpy() if "region" in records else None})[columns]
 
 
-def models_stage(workdir: str | os.PathLike, params: TrainParams, base: dict | None = None) -> Path:
-    """The ``models/<key>`` folder of these training parameters on the last ``datasets`` run
-    (and, for a model fine-tuned from another, of ``base``: that model's folder and how it is
-    changed)."""
+def models_stage(workdir: str | os.PathLike, params: TrainParams, extra: dict | None = None) -> Path:
+    """The ``models/<key>`` folder of these training parameters on the last ``datasets`` run, and
+    of ``extra`` when given (a fine-tuned model's base and its changes, labels given per scan)."""
     datasets_key, _ = cache.current_stage(workdir, "datasets")
-    key_params = params.as_dict() if base is None else {**params.as_dict(), "base": base}
+    key_params = params.as_dict() if not extra else {**params.as_dict(), **extra}
     return cache.stage_dir(workdir, "models", key_params, upstream=datasets_key)
 
 
@@ -375,9 +375,14 @@ def train_model(
     pathlib.Path
         The model's folder.
     """
-    base_key = None if base is None else {
-        "folder": str(Path(base[0]).resolve().relative_to(Path(workdir).resolve())), "settings": base[2]}
-    folder = models_stage(workdir, params, base_key) / model_name(task, params.architecture, axis)
+    extra = {}
+    if base is not None:
+        extra["base"] = {"folder": str(Path(base[0]).resolve().relative_to(Path(workdir).resolve())),
+                         "settings": base[2]}
+    if not isinstance(label, str):  # labels given per scan: their values are part of the key
+        labels_text = label.sort_index().to_csv(header=False)
+        extra["labels_sha256"] = hashlib.sha256(labels_text.encode()).hexdigest()
+    folder = models_stage(workdir, params, extra) / model_name(task, params.architecture, axis)
     if (folder / "done.json").is_file():
         if log:
             log(f"{folder.name}: finished earlier, reused ({folder})")
@@ -421,7 +426,7 @@ def train_model(
         tables.append(table.assign(split=split))
     check_patient_splits(pd.concat(tables))
     cache.write_json(folder / "done.json", {"task": task, "axis": axis, "kind": kind, "label": label, "predict": predict,
-                                            "base": base_key,
+                                            "base": extra.get("base"),
                                             "params": params.as_dict(), "seconds_train": seconds_train,
                                             "seconds_predict": time.perf_counter() - t0})
     return folder

@@ -198,4 +198,8 @@ def test_fine_tuning_a_base_model_with_scan_labels(tmp_path):
             assert same, f"{layer.name} changed although frozen"
     # other reset settings: another folder
     other = (base_folder, base[1], {**settings, "seed": 6})
-    assert training.models_stage(tmp_path, params, {"folder": "x", "settings": other[2]}) != folder.parent
+    assert training.models_stage(tmp_path, params, {"base": {"folder": "x", "settings": other[2]}}) != folder.parent
+    # other labels: another folder
+    relabelled = training.train_model(tmp_path, params, task="survival",
+                                      label=labels.fillna(1.0), base=base, log=None)
+    assert relabelled.parent != folder.parent
