@@ -270,9 +270,6 @@ def run_notebook(root: Path, stem: str, profile: str, params: dict[str, Any], ke
 
     source = root / "notebooks" / f"{stem}.ipynb"
     executed = root / EXECUTED_DIR / f"{stem}.ipynb"
-    # The kernel inherits this environment: keep TensorFlow's start-up log lines (CPU features,
-    # no CUDA) out of the book; its errors still show.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     with tempfile.TemporaryDirectory(prefix=f"sapsam-{stem}-") as tmp:
         output = Path(tmp) / f"{stem}.ipynb"
