@@ -64,6 +64,8 @@ Sanity check (Adebayo et al. 2018)
 Helpers of the Grad-CAM chapter
     :func:`layer_grid` (the map's grid at a layer), :func:`localisation_scores` (every 2-D score
     of a batch as a table), :func:`randomisation_curve` (the sanity check, step by step),
+    :func:`activation_rank_correlation` (how much a map ranks its pixels like the layer's mean
+    activation, which knows no class),
     :func:`scan_map_3d` (a sub-region's 3-D map on the scan's voxels), :func:`sign_voxels` and
     :func:`chance_distance_mm` (the mean distance of a random lung voxel to the truth: the 3-D
     distance's chance level).
@@ -597,13 +599,18 @@ def randomisation_curve(model: keras.Model, images: np.ndarray, layer: str | Non
     counts as 0 (and as such in ``constant_maps``); a trained map that is constant leaves its
     image out.
 
+    Both the correlation and its absolute value are summarised (Adebayo et al. report both): the
+    weights ``alpha_k`` of a randomised model can flip sign as a whole, which turns the map into
+    the ReLU of its negative, strongly *anti*-correlated with the trained map but made of the same
+    image structure; ``|rho|`` counts that as kept.
+
     Returns
     -------
     pandas.DataFrame
         One row per step: ``step`` (1 = the top layer re-initialised), ``layer`` (the layer
-        re-initialised at this step, with all above it), ``rank_correlation`` (median over the
-        images), ``q25``, ``q75`` and ``constant_maps`` (share of randomised maps that are
-        constant).
+        re-initialised at this step, with all above it), ``rank_correlation`` (median of rho over
+        the images), ``abs_rank_correlation`` (median of ``|rho|``) with its quartiles ``abs_q25``
+        and ``abs_q75``, and ``constant_maps`` (share of randomised maps that are constant).
     """
     trained = gradcam(model, images, class_index, layer, batch_size=batch_size)
     usable = np.ptp(trained.reshape(len(trained), -1), axis=1) > 0 if len(trained) else np.zeros(0, bool)
@@ -612,10 +619,28 @@ def randomisation_curve(model: keras.Model, images: np.ndarray, layer: str | Non
         maps = gradcam(randomised, images, class_index, layer, batch_size=batch_size)
         constant = np.ptp(maps.reshape(len(maps), -1), axis=1) == 0 if len(maps) else np.zeros(0, bool)
         rho = np.nan_to_num(rank_correlation(trained, maps), nan=0.0)[usable]
-        q25, median, q75 = np.percentile(rho, [25, 50, 75]) if len(rho) else (np.nan,) * 3
-        rows.append({"step": step, "layer": name, "rank_correlation": float(median), "q25": float(q25),
-                     "q75": float(q75), "constant_maps": float(constant[usable].mean()) if usable.any() else np.nan})
+        median = float(np.median(rho)) if len(rho) else np.nan
+        q25, abs_median, q75 = np.percentile(np.abs(rho), [25, 50, 75]) if len(rho) else (np.nan,) * 3
+        rows.append({"step": step, "layer": name, "rank_correlation": median, "abs_rank_correlation": float(abs_median),
+                     "abs_q25": float(q25), "abs_q75": float(q75),
+                     "constant_maps": float(constant[usable].mean()) if usable.any() else np.nan})
     return pd.DataFrame(rows)
+
+
+def activation_rank_correlation(model: keras.Model, images: np.ndarray, layer: str | None = None,
+                                class_index: int = 1, batch_size: int = 32) -> np.ndarray:
+    """Per image: rank correlation of the Grad-CAM map with the layer's mean activation.
+
+    The mean of the layer's maps over its channels needs no class and no gradient: a Grad-CAM map
+    that ranks its pixels like it shows what the layer responds to in the image, whatever the
+    class score. NaN where either map is constant.
+    """
+    cams = gradcam(model, images, class_index, layer, batch_size=batch_size)
+    features, _ = split_model(model, layer)
+    channel_axis = 1 if keras.config.image_data_format() == "channels_first" else -1
+    mean = np.concatenate([keras.ops.convert_to_numpy(features(images[i : i + batch_size], training=False)).mean(axis=channel_axis)
+                           for i in range(0, len(images), batch_size)]) if len(images) else np.zeros_like(cams)
+    return rank_correlation(cams, mean)
 
 
 def scan_map_3d(maps2d: dict[str, np.ndarray], scan, region: str, scan_shape: tuple[int, int, int],

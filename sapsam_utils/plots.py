@@ -237,19 +237,23 @@ def psam_pair(axes, scan, region: str, sign: str, image: np.ndarray, cam: np.nda
 
 def randomisation(curve: pd.DataFrame, target: float | None = None, marked_step: int | None = None, ax=None):
     """The cascading randomisation check (:func:`sapsam_utils.gradcam.randomisation_curve`): the
-    median rank correlation (and its interquartile band) after each step, from "none" (the
-    trained model, 1) on; ``target`` as a dotted line, ``marked_step`` as a dashed one."""
+    median ``|rho|`` with its interquartile band and the median signed rho (dashed) after each
+    step, from "none" (the trained model, 1) on; ``target`` as a dotted line, ``marked_step`` as
+    a dashed one."""
     if ax is None:
         _, ax = plt.subplots(figsize=(10, 3.6))
     steps = np.r_[0, curve["step"]]
-    ax.plot(steps, np.r_[1.0, curve["rank_correlation"]], marker="o", label="median")
-    ax.fill_between(steps, np.r_[1.0, curve["q25"]], np.r_[1.0, curve["q75"]], alpha=0.25, label="interquartile range")
+    ax.plot(steps, np.r_[1.0, curve["abs_rank_correlation"]], marker="o", label="median |rank correlation|")
+    ax.fill_between(steps, np.r_[1.0, curve["abs_q25"]], np.r_[1.0, curve["abs_q75"]], alpha=0.25,
+                    label="interquartile range of |rank correlation|")
+    ax.plot(steps, np.r_[1.0, curve["rank_correlation"]], color="grey", lw=1, ls="--", marker=".",
+            label="median rank correlation (signed)")
     if target is not None:
         ax.axhline(target, color="grey", ls=":", label="target")
     if marked_step is not None:
         ax.axvline(marked_step, color="red", lw=0.8, ls="--", label="top block random")
     ax.set_xticks(steps, ["none"] + curve["layer"].tolist(), rotation=60, fontsize=7)
-    ax.set(ylabel="rank correlation with the trained maps", ylim=(-0.3, 1.05),
+    ax.set(ylabel="rank correlation with the trained maps", ylim=(-1.05, 1.05),
            xlabel="layers re-initialised, from the top down (cumulative)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower left")
     return ax

@@ -352,6 +352,8 @@ def test_randomisation_curve_steps_and_values():
     curve = gc.randomisation_curve(model, x, seed=5)
     assert curve["layer"].tolist() == ["logits", "fc", "conv"] and curve["step"].tolist() == [1, 2, 3]
     assert curve["rank_correlation"].between(-1, 1).all() and curve["constant_maps"].between(0, 1).all()
+    assert curve["abs_rank_correlation"].between(0, 1).all()
+    assert (curve["abs_q25"] <= curve["abs_rank_correlation"]).all() and (curve["abs_rank_correlation"] <= curve["abs_q75"]).all()
     assert gc.randomisation_curve(model, x, layers=[]).empty  # an empty cascade: no step
     assert gc.randomisation_curve(model, x, layers=["fc"], seed=0)["layer"].tolist() == ["fc"]
 
@@ -397,3 +399,16 @@ def test_sub_region_psam_scores_the_lesion_of_its_sub_region():
         & (np.arange(SCAN_SHAPE[2]) < 9)[None, None, :], truth, SPACING))
     _, truth_ll, distance_ll, _ = gc.sub_region_psam(maps, ct, refined, signs, scan, "LL", "fungus_ball")
     assert not truth_ll.any() and np.isnan(distance_ll)  # no lesion in that sub-region
+
+
+def test_activation_rank_correlation():
+    # One filter: the map is ReLU(alpha * A) with alpha of one sign, so it ranks pixels like A itself.
+    inputs = keras.Input((4, 4, 1), name="image")
+    x = layers.Conv2D(1, 2, activation="relu", name="conv", kernel_initializer="ones", bias_initializer="zeros")(inputs)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(2, name="logits", kernel_initializer=keras.initializers.Constant([[1.0, 2.0]] * 9))(x)
+    model = keras.Model(inputs, layers.Activation("softmax", name="probabilities")(x), name="one_filter")
+    rho = gc.activation_rank_correlation(model, images(3, seed=1))
+    np.testing.assert_allclose(rho, 1.0)
+    mixed = gc.activation_rank_correlation(tiny_model(), images(4, seed=2))
+    assert mixed.shape == (4,) and np.all((np.abs(mixed) <= 1) | np.isnan(mixed))

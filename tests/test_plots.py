@@ -52,8 +52,8 @@ def test_psam_pair_and_randomisation():
     axes = plt.subplots(1, 2)[1]
     plots.psam_pair(axes, scan, "RU", "fungus_ball", np.zeros((8, 4, 3)), np.ones((8, 4)), title="t")
     assert axes[0].get_title() == "grid slice 4" and len(axes[0].patches) == 1
-    curve = pd.DataFrame({"step": [1, 2], "layer": ["logits", "fc"], "rank_correlation": [0.9, 0.2],
-                          "q25": [0.8, 0.1], "q75": [1.0, 0.3]})
+    curve = pd.DataFrame({"step": [1, 2], "layer": ["logits", "fc"], "rank_correlation": [0.9, -0.2],
+                          "abs_rank_correlation": [0.9, 0.2], "abs_q25": [0.8, 0.1], "abs_q75": [1.0, 0.3]})
     ax = plots.randomisation(curve, 0.5, 2)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["none", "logits", "fc"]
     plt.close("all")
