@@ -64,8 +64,8 @@ Sanity check (Adebayo et al. 2018)
 Helpers of the Grad-CAM chapter
     :func:`layer_grid` (the map's grid at a layer), :func:`localisation_scores` (every 2-D score
     of a batch as a table), :func:`randomisation_curve` (the sanity check, step by step),
-    :func:`activation_rank_correlation` (how much a map ranks its pixels like the layer's mean
-    activation, which knows no class),
+    :func:`mean_activation` and :func:`activation_rank_correlation` (the layer's mean activation,
+    which knows no class, and how much a map ranks its pixels like it),
     :func:`scan_map_3d` (a sub-region's 3-D map on the scan's voxels), :func:`sign_voxels` and
     :func:`chance_distance_mm` (the mean distance of a random lung voxel to the truth: the 3-D
     distance's chance level).
@@ -627,20 +627,26 @@ def randomisation_curve(model: keras.Model, images: np.ndarray, layer: str | Non
     return pd.DataFrame(rows)
 
 
-def activation_rank_correlation(model: keras.Model, images: np.ndarray, layer: str | None = None,
-                                class_index: int = 1, batch_size: int = 32) -> np.ndarray:
-    """Per image: rank correlation of the Grad-CAM map with the layer's mean activation.
-
-    The mean of the layer's maps over its channels needs no class and no gradient: a Grad-CAM map
-    that ranks its pixels like it shows what the layer responds to in the image, whatever the
-    class score. NaN where either map is constant.
-    """
-    cams = gradcam(model, images, class_index, layer, batch_size=batch_size)
+def mean_activation(model: keras.Model, images: np.ndarray, layer: str | None = None, batch_size: int = 32) -> np.ndarray:
+    """The mean of a layer's feature maps over its channels, ``(N, h, w)``: a map of what the layer
+    responds to in each image that needs no class and no gradient (a baseline for Grad-CAM)."""
     features, _ = split_model(model, layer)
     channel_axis = 1 if keras.config.image_data_format() == "channels_first" else -1
-    mean = np.concatenate([keras.ops.convert_to_numpy(features(images[i : i + batch_size], training=False)).mean(axis=channel_axis)
-                           for i in range(0, len(images), batch_size)]) if len(images) else np.zeros_like(cams)
-    return rank_correlation(cams, mean)
+    images = np.asarray(images, dtype=np.float32)
+    out = [keras.ops.convert_to_numpy(features(images[i : i + batch_size], training=False)).mean(axis=channel_axis)
+           for i in range(0, len(images), max(1, int(batch_size)))]
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, *layer_grid(model, layer)), np.float32)
+
+
+def activation_rank_correlation(model: keras.Model, images: np.ndarray, layer: str | None = None,
+                                class_index: int = 1, batch_size: int = 32) -> np.ndarray:
+    """Per image: rank correlation of the Grad-CAM map with the layer's :func:`mean_activation`.
+
+    A Grad-CAM map that ranks its pixels like the mean activation shows what the layer responds
+    to in the image, whatever the class score. NaN where either map is constant.
+    """
+    cams = gradcam(model, images, class_index, layer, batch_size=batch_size)
+    return rank_correlation(cams, mean_activation(model, images, layer, batch_size))
 
 
 def scan_map_3d(maps2d: dict[str, np.ndarray], scan, region: str, scan_shape: tuple[int, int, int],

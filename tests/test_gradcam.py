@@ -410,5 +410,9 @@ def test_activation_rank_correlation():
     model = keras.Model(inputs, layers.Activation("softmax", name="probabilities")(x), name="one_filter")
     rho = gc.activation_rank_correlation(model, images(3, seed=1))
     np.testing.assert_allclose(rho, 1.0)
-    mixed = gc.activation_rank_correlation(tiny_model(), images(4, seed=2))
+    x = images(4, seed=2)
+    np.testing.assert_allclose(gc.mean_activation(tiny_model(), x), np.stack([conv_maps(i).mean(axis=-1) for i in x]),
+                               rtol=1e-5, atol=1e-6)
+    assert gc.mean_activation(tiny_model(), x[:0]).shape == (0, 3, 3)
+    mixed = gc.activation_rank_correlation(tiny_model(), x)
     assert mixed.shape == (4,) and np.all((np.abs(mixed) <= 1) | np.isnan(mixed))
