@@ -122,3 +122,13 @@ def test_profiles_pass_only_parameters_the_notebooks_define(root, profile):
 
 def test_every_notebook_is_a_book_chapter(root):
     assert {p.stem for p in NOTEBOOKS} <= set(runner.toc_notebooks(root))
+
+
+def test_no_dollar_math_because_mathjax_would_come_from_a_cdn(root):
+    """MathJax is loaded from the network; a book read offline (and the browser check) would fail
+    to load it on every page once one page holds ``$...$`` math, so formulas are plain text."""
+    sources = [(path.name, cell.source) for path in NOTEBOOKS
+               for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "markdown"]
+    sources += [(path.name, path.read_text()) for path in (root / "book").glob("*.md")]
+    found = [name for name, text in sources if re.search(r"\$[^$\s][^$]*\$|\{math\}", text)]
+    assert not found, f"math that needs MathJax in {sorted(set(found))}"
