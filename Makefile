@@ -15,7 +15,7 @@ VENV_STAMP := $(VENV)/.installed
 .PHONY: book test env clean
 
 book: $(VENV_STAMP)
-	$(PY) -m sapsam_utils.runner --profile $(PROFILE) $(if $(PUBLIC_CT_ROOT),--public-ct-root "$(PUBLIC_CT_ROOT)")
+	$(PY) -m sapsam_utils.report.runner --profile $(PROFILE) $(if $(PUBLIC_CT_ROOT),--public-ct-root "$(PUBLIC_CT_ROOT)")
 	$(VENV)/bin/jupyter-book build . -n -W --keep-going
 	@echo "The book: _build/html/index.html"
 

@@ -40,13 +40,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from sapsam_utils.cache import stage_dir
-from sapsam_utils.cohort import build_scans, scans_stage_params
-from sapsam_utils.datasets import build_datasets, preprocess_cohort
-from sapsam_utils.manifest import read_manifest
-from sapsam_utils.paths import project_path, project_root
-from sapsam_utils.projections import ProjectionParams
-from sapsam_utils.segmentation import segment_cohort, segmentation_params
+from sapsam_utils.core.cache import stage_dir
+from sapsam_utils.synthetic.cohort import build_scans, scans_stage_params
+from sapsam_utils.stages.datasets import build_datasets, preprocess_cohort
+from sapsam_utils.data.manifest import read_manifest
+from sapsam_utils.core.paths import project_path, project_root
+from sapsam_utils.imaging.projections import ProjectionParams
+from sapsam_utils.imaging.segmentation import segment_cohort, segmentation_params
 
 COHORT_SCANS = 352
 GB = 1024**3

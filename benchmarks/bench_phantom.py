@@ -1,4 +1,4 @@
-"""Time :func:`sapsam_utils.phantom.make_phantom` on one core at the study's three grids.
+"""Time :func:`sapsam_utils.synthetic.phantom.make_phantom` on one core at the study's three grids.
 
 Run from the project root::
 
@@ -11,7 +11,7 @@ seconds of the process and the peak resident memory (``resource.getrusage``). Th
 (issue 3) is <= 2 s for the 216 x 256 x 256 grid on one core. As a naive reference measured in
 the same run, it times the step that a straightforward implementation would make its slowest,
 resampling the coarse texture grid to the full grid with ``scipy.ndimage.zoom`` (order 1),
-against the separable :func:`~sapsam_utils.phantom.upsample_linear` that the module uses.
+against the separable :func:`~sapsam_utils.synthetic.phantom.upsample_linear` that the module uses.
 """
 
 import os
@@ -27,8 +27,8 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from sapsam_utils.phantom import make_phantom, upsample_linear  # noqa: E402
-from sapsam_utils.regions import LABEL_COLUMNS  # noqa: E402
+from sapsam_utils.synthetic.phantom import make_phantom, upsample_linear  # noqa: E402
+from sapsam_utils.core.regions import LABEL_COLUMNS  # noqa: E402
 
 GRIDS = {
     "smoke 54x64x64 @ 6.0/5.6 mm": ((54, 64, 64), (6.0, 5.6, 5.6)),

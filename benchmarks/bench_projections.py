@@ -11,7 +11,7 @@ Times each step for
 
 and, in the same run, a naive reference on the first scan's grid: ``scipy.ndimage.rotate`` of each
 volume (CT linear, masks and truth nearest; three plane rotations per rotation) and numpy masked
-arrays for the windowed means (:func:`sapsam_utils.projections.reference_images`). The naive
+arrays for the windowed means (:func:`sapsam_utils.imaging.projections.reference_images`). The naive
 reference is timed on ``--naive-rotations`` rotations and scaled to 27 (it takes minutes).
 
 Targets (2 cores): 256 x 256 x 216 scan through 27 rotations and all projections <= 10 s; a real
@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from sapsam_utils import augment
-from sapsam_utils.datasets import save_npz_atomic, scan_arrays
-from sapsam_utils.paths import shared_ct_dir
-from sapsam_utils.projections import ProjectionParams, project_scan, reference_images, to_grid
-from sapsam_utils.volume import read_volume, write_volume
+from sapsam_utils.imaging import augment
+from sapsam_utils.stages.datasets import save_npz_atomic, scan_arrays
+from sapsam_utils.core.paths import shared_ct_dir
+from sapsam_utils.imaging.projections import ProjectionParams, project_scan, reference_images, to_grid
+from sapsam_utils.core.volume import read_volume, write_volume
 
 
 class Clock:
@@ -62,8 +62,8 @@ def peak_rss_gb() -> float:
 
 
 def segment(ct):
-    """Both lung masks (sapsam_utils.segmentation, one pass of the shared steps)."""
-    from sapsam_utils.segmentation import lung_masks
+    """Both lung masks (sapsam_utils.imaging.segmentation, one pass of the shared steps)."""
+    from sapsam_utils.imaging.segmentation import lung_masks
 
     conservative, refined, _ = lung_masks(ct)
     return conservative, refined
@@ -97,7 +97,7 @@ def main():
     print(f"cores: {os.cpu_count()}, load average before: {tuple(round(v, 2) for v in os.getloadavg())}, "
           f"grid {params.grid_shape}, {len(params.rotations)} rotations")
 
-    from sapsam_utils.phantom import make_phantom
+    from sapsam_utils.synthetic.phantom import make_phantom
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-proj-"))
     labels = {"RU_cavity": 1, "RU_fungus_ball": 1, "LU_pleural_thickening": 1, "RL_preexisting": 1}
@@ -145,7 +145,7 @@ def main():
 
     cases = ["lidc-idri-0001", "lidc-idri-0003", "lung-dx-a0001"]
     cases = cases[:1] if args.quick else cases
-    from sapsam_utils.loading import load_source
+    from sapsam_utils.data.loading import load_source
 
     for case in cases:
         path = shared_ct_dir() / case / "ct.nii.gz"

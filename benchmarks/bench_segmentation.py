@@ -41,26 +41,26 @@ PHANTOM_LABELS = ("RU_cavity", "RU_fungus_ball", "LU_pleural_thickening", "RL_pr
 
 def load_case(case: str):
     """The CT of a case (and the phantom's truth lungs, else None)."""
-    from sapsam_utils.paths import shared_ct_dir
+    from sapsam_utils.core.paths import shared_ct_dir
 
     if case == "phantom":
-        from sapsam_utils.phantom import make_phantom
-        from sapsam_utils.regions import LABEL_COLUMNS
+        from sapsam_utils.synthetic.phantom import make_phantom
+        from sapsam_utils.core.regions import LABEL_COLUMNS
 
         labels = {c: int(c in PHANTOM_LABELS) for c in LABEL_COLUMNS}
         p = make_phantom(labels, seed=0)  # default grid: 216 x 256 x 256, 1.5 x 1.4 x 1.4 mm
         return p.ct, p.lungs
     folder = shared_ct_dir() / case
     try:
-        from sapsam_utils.loading import load_source
+        from sapsam_utils.data.loading import load_source
     except ImportError:
         load_source = None
     if (folder / "ct.nii.gz").is_file():
-        from sapsam_utils.volume import read_volume
+        from sapsam_utils.core.volume import read_volume
 
         return read_volume(folder / "ct.nii.gz"), None
     if load_source is None:
-        raise FileNotFoundError(f"{folder}: a DICOM case needs sapsam_utils.loading.load_source")
+        raise FileNotFoundError(f"{folder}: a DICOM case needs sapsam_utils.data.loading.load_source")
     return load_source(folder / "dicom"), None
 
 
@@ -111,8 +111,8 @@ def naive_time(ct, params: dict, n_slices: int | None):
 def measure(case: str, what: str, repeat: int, naive_slices: int | None) -> dict:
     """One measurement in this (fresh) process: load, run ``what`` ``repeat`` times (best time
     kept), then once more under ``tracemalloc`` for the numpy peak (not timed: tracing slows it)."""
-    from sapsam_utils.metrics import dice
-    from sapsam_utils.segmentation import conservative_mask, refined_steps, segmentation_params
+    from sapsam_utils.imaging.metrics import dice
+    from sapsam_utils.imaging.segmentation import conservative_mask, refined_steps, segmentation_params
 
     ct, truth = load_case(case)
     params = segmentation_params()

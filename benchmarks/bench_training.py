@@ -2,7 +2,7 @@
 
 For each architecture and input size, in the same run and process:
 
-* **pipeline**: ``model.fit`` on :class:`sapsam_utils.training.ImageBatches` reading a memory-mapped
+* **pipeline**: ``model.fit`` on :class:`sapsam_utils.learning.training.ImageBatches` reading a memory-mapped
   uint8 array on disk, with balanced rows and the 2-D augmentation, as the ``models`` stage trains;
 * **bare**: ``model.train_on_batch`` on one float32 batch already in memory (the model's own speed).
 
@@ -36,8 +36,8 @@ def run_one(architecture: str, image_side: int, input_size: int, steps: int, bat
     import keras
     import numpy as np
 
-    from sapsam_utils.models import build_classifier
-    from sapsam_utils.training import ImageBatches, TrainParams, compile_model, epoch_rows
+    from sapsam_utils.learning.models import build_classifier
+    from sapsam_utils.learning.training import ImageBatches, TrainParams, compile_model, epoch_rows
 
     rng = np.random.default_rng(0)
     n = batch * (steps + 2)

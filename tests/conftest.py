@@ -15,7 +15,7 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from sapsam_utils.paths import project_root
+from sapsam_utils.core.paths import project_root
 
 PARAMETERS_CELL = (
     'manifest = "data_manifest.csv"  # cohort manifest\n'
@@ -79,7 +79,7 @@ def make_project(tmp_path):
 
 def results_cell(stem: str, metrics: dict) -> str:
     """Source of a cell that writes ``metrics`` as the notebook's results."""
-    return ("from sapsam_utils.cache import write_results\n"
+    return ("from sapsam_utils.core.cache import write_results\n"
             f"write_results(workdir, {stem!r}, {metrics!r})")
 
 
@@ -110,7 +110,7 @@ def copy_project(root: Path, dest: Path) -> Path:
 
 
 def run_runner(project: Path, profile: str, workdir: Path, *options: str, timeout: int = 1200):
-    """``python -m sapsam_utils.runner --root project --profile profile --workdir workdir [options]``.
+    """``python -m sapsam_utils.report.runner --root project --profile profile --workdir workdir [options]``.
 
     Returns the finished process (stdout and stderr captured as text); fails the test when the
     runner fails.
@@ -118,7 +118,7 @@ def run_runner(project: Path, profile: str, workdir: Path, *options: str, timeou
     import subprocess
     import sys
 
-    ran = subprocess.run([sys.executable, "-m", "sapsam_utils.runner", "--root", str(project), "--profile", profile,
+    ran = subprocess.run([sys.executable, "-m", "sapsam_utils.report.runner", "--root", str(project), "--profile", profile,
                           "--workdir", str(workdir), *options], capture_output=True, text=True, timeout=timeout)
     assert ran.returncode == 0, f"runner failed:\n{ran.stdout}\n{ran.stderr}"
     return ran

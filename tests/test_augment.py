@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from sapsam_utils import augment
+from sapsam_utils.imaging import augment
 
 SHAPE = (24, 32, 40)
 

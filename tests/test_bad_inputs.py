@@ -38,14 +38,14 @@ import pytest
 import SimpleITK as sitk
 import yaml
 
-from sapsam_utils import runner
-from sapsam_utils.cache import current_stage, stage_dir
-from sapsam_utils.cohort import ScanBuildError, build_scans, scans_stage_params
-from sapsam_utils.loading import LoadError
-from sapsam_utils.manifest import ALL_COLUMNS, ManifestError, read_manifest
-from sapsam_utils.regions import LABEL_COLUMNS
-from sapsam_utils.segmentation import segment_cohort
-from sapsam_utils.volume import read_volume
+from sapsam_utils.report import runner
+from sapsam_utils.core.cache import current_stage, stage_dir
+from sapsam_utils.synthetic.cohort import ScanBuildError, build_scans, scans_stage_params
+from sapsam_utils.data.loading import LoadError
+from sapsam_utils.data.manifest import ALL_COLUMNS, ManifestError, read_manifest
+from sapsam_utils.core.regions import LABEL_COLUMNS
+from sapsam_utils.imaging.segmentation import segment_cohort
+from sapsam_utils.core.volume import read_volume
 
 GOOD, BAD = "G1", "B1"
 TINY = dict(phantom_shape=(54, 64, 64), phantom_spacing=(6.0, 5.6, 5.6), difficulty=1.0)

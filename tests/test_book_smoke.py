@@ -34,8 +34,8 @@ import pytest
 
 import headless_chromium
 from conftest import copy_project, run_runner
-from sapsam_utils import runner
-from sapsam_utils.paths import shared_ct_dir
+from sapsam_utils.report import runner
+from sapsam_utils.core.paths import shared_ct_dir
 
 
 def build_book(root: Path, tmp: Path, public_ct_root: Path, workdir_from: Path | None = None) -> dict:
@@ -99,7 +99,7 @@ def test_a_book_without_the_public_cases_says_what_it_skipped(book_without_publi
         assert "<strong>Not measured: public CT not available.</strong>" in page, stem
         text = re.sub(r"<[^>]+>", "", page)  # code is split into spans
         assert f"looked for them in {empty}" in text, stem
-        assert "python -m sapsam_utils.public_ct fetch DEST" in text, stem
+        assert "python -m sapsam_utils.data.public_ct fetch DEST" in text, stem
         assert json.loads((book_without_public_ct["workdir"] / "results" / f"{stem}.json").read_text())[
             "public_ct_available"] is False
     segmentation = (html / "book" / "executed" / "02_segmentation.html").read_text()

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sapsam_utils.cache import (
+from sapsam_utils.core.cache import (
     atomic_dir,
     current_stage,
     read_results,

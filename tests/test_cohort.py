@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from sapsam_utils.cohort import (
+from sapsam_utils.synthetic.cohort import (
     PAPER_TABLE1,
     ScanBuildError,
     auc,
@@ -24,13 +24,13 @@ from sapsam_utils.cohort import (
     table1,
     two_year_death,
 )
-from sapsam_utils.manifest import ALL_COLUMNS, normalise, phantom_seeds, read_manifest, write_manifest
-from sapsam_utils.paths import project_path, shared_ct_dir
-from sapsam_utils.phantom import PREEXISTING_CONDITIONS
-from sapsam_utils.summary import PAPER_NUMBERS, load_paper_numbers
-from sapsam_utils.realism import body_mask, body_size_mm, hu_distance, lung_estimate, realism_measures
-from sapsam_utils.regions import LABEL_COLUMNS, LABELS, REGIONS, lung_box, region_labels, region_map
-from sapsam_utils.volume import Volume, read_volume
+from sapsam_utils.data.manifest import ALL_COLUMNS, normalise, phantom_seeds, read_manifest, write_manifest
+from sapsam_utils.core.paths import project_path, shared_ct_dir
+from sapsam_utils.synthetic.phantom import PREEXISTING_CONDITIONS
+from sapsam_utils.report.summary import PAPER_NUMBERS, load_paper_numbers
+from sapsam_utils.synthetic.realism import body_mask, body_size_mm, hu_distance, lung_estimate, realism_measures
+from sapsam_utils.core.regions import LABEL_COLUMNS, LABELS, REGIONS, lung_box, region_labels, region_map
+from sapsam_utils.core.volume import Volume, read_volume
 
 TINY = dict(phantom_shape=(54, 64, 64), phantom_spacing=(6.0, 5.6, 5.6))
 
@@ -365,7 +365,7 @@ def test_build_scans_reads_the_dicom_case_of_the_public_manifest(tmp_path):
 
 
 def test_realism_estimators_on_a_phantom():
-    from sapsam_utils.phantom import make_phantom
+    from sapsam_utils.synthetic.phantom import make_phantom
 
     phantom = make_phantom({}, 3, (54, 64, 64), (6.0, 5.6, 5.6))
     measures = realism_measures(phantom.ct)

@@ -4,11 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sapsam_utils import cache, datasets
-from sapsam_utils.manifest import ALL_COLUMNS
-from sapsam_utils.projections import ProjectionParams, project_volume
-from sapsam_utils.regions import LABEL_COLUMNS, LABELS, REGIONS, SIGN_CODES
-from sapsam_utils.volume import Volume, read_volume, write_volume
+from sapsam_utils.core import cache
+from sapsam_utils.stages import datasets
+from sapsam_utils.data.manifest import ALL_COLUMNS
+from sapsam_utils.imaging.projections import ProjectionParams, project_volume
+from sapsam_utils.core.regions import LABEL_COLUMNS, LABELS, REGIONS, SIGN_CODES
+from sapsam_utils.core.volume import Volume, read_volume, write_volume
 
 SHAPE = (20, 24, 30)
 PARAMS = ProjectionParams(grid_shape=(9, 16, 16), angles=(0.0, 5.0))  # 8 rotations

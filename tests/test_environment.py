@@ -7,7 +7,7 @@ import tomllib
 
 import yaml
 
-from sapsam_utils.paths import project_root
+from sapsam_utils.core.paths import project_root
 
 
 def normalise(name: str) -> str:

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sapsam_utils.evaluation import aggregate, binary_scores, bootstrap_scores, confusion_matrix, evaluate, roc_auc
+from sapsam_utils.learning.evaluation import aggregate, binary_scores, bootstrap_scores, confusion_matrix, evaluate, roc_auc
 
 
 def test_binary_scores_known_values():
@@ -80,7 +80,7 @@ def test_bootstrap_is_seeded():
 
 
 def test_paired_comparison_of_two_models():
-    from sapsam_utils.evaluation import compare
+    from sapsam_utils.learning.evaluation import compare
 
     table = predictions(n_patients=20)
     same = compare(table, table, "auc", n_boot=200)
@@ -93,7 +93,7 @@ def test_paired_comparison_of_two_models():
 
 
 def test_mean_ci_resamples_patients_and_skips_nan():
-    from sapsam_utils.evaluation import mean_ci
+    from sapsam_utils.learning.evaluation import mean_ci
 
     # Two patients: A has 3 hits, B 1 miss and one NaN (an image without truth: left out).
     values = [1.0, 1.0, 1.0, 0.0, np.nan]
@@ -114,7 +114,7 @@ def test_mean_ci_resamples_patients_and_skips_nan():
 
 
 def test_extreme_calls_names_the_calls():
-    from sapsam_utils.evaluation import extreme_calls
+    from sapsam_utils.learning.evaluation import extreme_calls
 
     table = pd.DataFrame({"label": [1, 1, 1, 0, 0], "probability": [0.9, 0.3, 0.7, 0.6, 0.1], "id": list("abcde")})
     calls = extreme_calls(table)

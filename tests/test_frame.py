@@ -11,9 +11,9 @@ import nbformat
 import pytest
 
 from conftest import results_cell
-from sapsam_utils import provenance, runner, summary
-from sapsam_utils.training import TrainParams
-from sapsam_utils.provenance import Provenance
+from sapsam_utils.report import provenance, runner, summary
+from sapsam_utils.learning.training import TrainParams
+from sapsam_utils.report.provenance import Provenance
 
 STEMS = ["01_cohort", "02_segmentation", "03_projections", "04_disease_classifier",
          "05_sign_labelling", "06_gradcam", "07_survival"]
@@ -108,7 +108,7 @@ def test_failing_notebook_stops_the_runner_naming_notebook_and_cell(make_project
     executed.mkdir(parents=True)
     (executed / "02_broken.ipynb").write_text("{}")  # a stale success from an earlier run
 
-    done = subprocess.run([sys.executable, "-m", "sapsam_utils.runner", "--root", str(project),
+    done = subprocess.run([sys.executable, "-m", "sapsam_utils.report.runner", "--root", str(project),
                            "--profile", "smoke"], capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     # [4]: papermill's injected-parameters cell runs after the parameters cell, before "x = 1".

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 from keras import layers
 
-from sapsam_utils import augment, gradcam as gc
-from sapsam_utils.models import build_classifier
-from sapsam_utils.projections import ProjectionParams, project_scan, resample_box, to_grid
-from sapsam_utils.regions import LABELS, REGIONS, SIGN_CODES
-from sapsam_utils.volume import Volume, read_volume
+from sapsam_utils.imaging import augment
+from sapsam_utils.learning import gradcam as gc
+from sapsam_utils.learning.models import build_classifier
+from sapsam_utils.imaging.projections import ProjectionParams, project_scan, resample_box, to_grid
+from sapsam_utils.core.regions import LABELS, REGIONS, SIGN_CODES
+from sapsam_utils.core.volume import Volume, read_volume
 
 # A 2x2 convolution with two filters on 4x4 one-channel images: maps A of 3x3x2.
 KERNEL = np.array([[[[1.0, -1.0]], [[0.5, 0.0]]], [[[0.0, 2.0]], [[-1.0, 1.0]]]], dtype=np.float32)  # (2, 2, 1, 2)
@@ -377,7 +378,7 @@ def test_scan_map_3d_and_chance_distance():
 
 
 def test_sign_voxels_counts_the_lumen_as_cavity():
-    from sapsam_utils.regions import CAVITY_LUMEN
+    from sapsam_utils.core.regions import CAVITY_LUMEN
 
     signs = np.array([0, SIGN_CODES["cavity"], CAVITY_LUMEN, SIGN_CODES["fungus_ball"]])
     assert gc.sign_voxels(signs, "cavity").tolist() == [False, True, True, False]

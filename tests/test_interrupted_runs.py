@@ -29,14 +29,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sapsam_utils import cohort, segmentation
-from sapsam_utils.cache import atomic_file, current_stage, stage_dir
-from sapsam_utils.cohort import ScanBuildError, build_scans, scans_stage_params, simulate_cohort
-from sapsam_utils.manifest import read_manifest, write_manifest
-from sapsam_utils.parallel import WorkerDied
-from sapsam_utils.paths import project_root
-from sapsam_utils.segmentation import segment_cohort, segmentation_params
-from sapsam_utils.volume import read_volume
+from sapsam_utils.synthetic import cohort
+from sapsam_utils.imaging import segmentation
+from sapsam_utils.core.cache import atomic_file, current_stage, stage_dir
+from sapsam_utils.synthetic.cohort import ScanBuildError, build_scans, scans_stage_params, simulate_cohort
+from sapsam_utils.data.manifest import read_manifest, write_manifest
+from sapsam_utils.core.parallel import WorkerDied
+from sapsam_utils.core.paths import project_root
+from sapsam_utils.imaging.segmentation import segment_cohort, segmentation_params
+from sapsam_utils.core.volume import read_volume
 
 GRID = dict(phantom_shape=(54, 64, 64), phantom_spacing=(6.0, 5.6, 5.6), difficulty=1.0)  # the smoke profile's
 TIMING = {"seconds", "step_seconds"}  # segmentation.json's timing fields
@@ -65,7 +66,7 @@ import os, signal, sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 import test_interrupted_runs as t
-from sapsam_utils.cache import atomic_file
+from sapsam_utils.core.cache import atomic_file
 module = __import__("sapsam_utils." + {module!r}, fromlist=["write_volume"])
 real, calls = module.write_volume, [0]
 def write_volume(volume, path):

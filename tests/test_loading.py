@@ -1,4 +1,4 @@
-"""Loading DICOM series and NIfTI files as canonical HU volumes (sapsam_utils.loading)."""
+"""Loading DICOM series and NIfTI files as canonical HU volumes (sapsam_utils.data.loading)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from sapsam_utils.loading import AIR_HU, LoadError, dicom_slice_order, load_label, load_source
-from sapsam_utils.paths import shared_ct_dir
-from sapsam_utils.volume import to_sitk
+from sapsam_utils.data.loading import AIR_HU, LoadError, dicom_slice_order, load_label, load_source
+from sapsam_utils.core.paths import shared_ct_dir
+from sapsam_utils.core.volume import to_sitk
 
 SHARED = shared_ct_dir()
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"public CT cases not found at {SHARED}")
@@ -319,7 +319,7 @@ def test_labels_must_share_the_ct_grid(tmp_path):
 
 def test_loaded_volume_carries_nothing_but_voxels_and_geometry(dicom_copy, tmp_path):
     """Privacy: neither the Volume nor a NIfTI written from it holds the DICOM patient tags."""
-    from sapsam_utils.volume import write_volume
+    from sapsam_utils.core.volume import write_volume
 
     loaded = load_source(dicom_copy)
     assert set(vars(loaded)) == {"array", "spacing", "origin"}

@@ -1,11 +1,11 @@
-"""The manifest schema and its validator (sapsam_utils.manifest)."""
+"""The manifest schema and its validator (sapsam_utils.data.manifest)."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from sapsam_utils.manifest import (
+from sapsam_utils.data.manifest import (
     ALL_COLUMNS,
     REQUIRED_COLUMNS,
     ManifestError,
@@ -16,8 +16,8 @@ from sapsam_utils.manifest import (
     validate_manifest,
     write_manifest,
 )
-from sapsam_utils.paths import project_path, shared_ct_dir
-from sapsam_utils.regions import LABEL_COLUMNS
+from sapsam_utils.core.paths import project_path, shared_ct_dir
+from sapsam_utils.core.regions import LABEL_COLUMNS
 
 
 def _row(**values) -> dict:

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from sapsam_utils.metrics import dice, inside_share, per_label_dice, per_label_inside_share, volume_ml
-from sapsam_utils.volume import Volume
+from sapsam_utils.imaging.metrics import dice, inside_share, per_label_dice, per_label_inside_share, volume_ml
+from sapsam_utils.core.volume import Volume
 
 
 def boxes():

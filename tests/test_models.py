@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from sapsam_utils import models
-from sapsam_utils.models import LAST_CONV_LAYER, MissingWeightsError, build_classifier
+from sapsam_utils.learning import models
+from sapsam_utils.learning.models import LAST_CONV_LAYER, MissingWeightsError, build_classifier
 
 
 @pytest.fixture(scope="module")

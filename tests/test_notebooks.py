@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 from papermill.cli import papermill as papermill_cli
 
-from sapsam_utils import runner
-from sapsam_utils.paths import project_root
+from sapsam_utils.report import runner
+from sapsam_utils.core.paths import project_root
 
 NOTEBOOKS = sorted((project_root() / "notebooks").glob("*.ipynb"))
 COMMON = {"manifest": "data_manifest.csv", "workdir": "work/default", "seed": 0}

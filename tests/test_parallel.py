@@ -2,7 +2,7 @@
 
 import pytest
 
-from sapsam_utils.parallel import map_jobs
+from sapsam_utils.core.parallel import map_jobs
 
 
 def square_or_fail(x):

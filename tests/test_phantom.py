@@ -1,4 +1,4 @@
-"""Tests of the synthetic chest CT phantoms (sapsam_utils.phantom).
+"""Tests of the synthetic chest CT phantoms (sapsam_utils.synthetic.phantom).
 
 Most phantoms here use the CI grid (54 x 64 x 64 voxels of 6 x 5.6 x 5.6 mm: the default field of
 view, sampled coarsely) or the 108 x 128 x 128 grid, so the whole file runs in seconds.
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from sapsam_utils.phantom import (
+from sapsam_utils.synthetic.phantom import (
     PREEXISTING_APPEARANCE,
     PREEXISTING_CONDITIONS,
     PREEXISTING_KINDS,
@@ -23,7 +23,7 @@ from sapsam_utils.phantom import (
     preexisting_conditions,
     preexisting_kind,
 )
-from sapsam_utils.regions import (
+from sapsam_utils.core.regions import (
     CAVITY_LUMEN,
     LABEL_COLUMNS,
     LABELS,

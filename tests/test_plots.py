@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sapsam_utils import plots  # noqa: E402
+from sapsam_utils.report import plots  # noqa: E402
 
 
 def test_map_over_projection_layers_image_map_and_contour():
@@ -42,8 +42,8 @@ def test_ct_slice_and_orthogonal_slices():
 def test_psam_pair_and_randomisation():
     import pandas as pd
 
-    from sapsam_utils.projections import GridScan
-    from sapsam_utils.regions import SIGN_CODES
+    from sapsam_utils.imaging.projections import GridScan
+    from sapsam_utils.core.regions import SIGN_CODES
 
     hu = np.full((6, 8, 8), -800.0, dtype=np.float32)
     signs = np.zeros(hu.shape, dtype=np.uint8)

@@ -34,10 +34,10 @@ import SimpleITK as sitk
 import yaml
 
 from conftest import copy_project, run_runner
-from sapsam_utils.manifest import write_manifest
-from sapsam_utils.paths import shared_ct_dir
-from sapsam_utils.regions import LABEL_COLUMNS
-from sapsam_utils.volume import read_volume
+from sapsam_utils.data.manifest import write_manifest
+from sapsam_utils.core.paths import shared_ct_dir
+from sapsam_utils.core.regions import LABEL_COLUMNS
+from sapsam_utils.core.volume import read_volume
 
 DICOM_CASE = shared_ct_dir() / "lung-dx-a0002" / "dicom"
 #: Made-up identifying values, by DICOM tag.

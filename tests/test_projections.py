@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from sapsam_utils import augment
-from sapsam_utils.paths import shared_ct_dir
-from sapsam_utils.projections import (
+from sapsam_utils.imaging import augment
+from sapsam_utils.core.paths import shared_ct_dir
+from sapsam_utils.imaging.projections import (
     AXES,
     GridScan,
     ProjectionParams,
@@ -18,8 +18,8 @@ from sapsam_utils.projections import (
     rotate_grid_scan,
     to_grid,
 )
-from sapsam_utils.regions import LABELS, REGIONS, SIGN_CODES, CAVITY_LUMEN, region_map, region_slices
-from sapsam_utils.volume import Volume
+from sapsam_utils.core.regions import LABELS, REGIONS, SIGN_CODES, CAVITY_LUMEN, region_map, region_slices
+from sapsam_utils.core.volume import Volume
 
 GRID = (12, 10, 16)  # z thirds of 4, x halves of 8
 RU, LL = REGIONS.index("RU"), REGIONS.index("LL")
@@ -216,7 +216,7 @@ def test_to_grid_crops_the_refined_lung_box():
 
 
 def test_phantom_truth_projects_into_the_labelled_regions():
-    phantom_module = pytest.importorskip("sapsam_utils.phantom")
+    phantom_module = pytest.importorskip("sapsam_utils.synthetic.phantom")
     labels = {"RU_cavity": 1, "RU_fungus_ball": 1, "LU_pleural_thickening": 1, "RL_preexisting": 1}
     phantom = phantom_module.make_phantom(labels, seed=3, shape=(54, 64, 64), spacing=(6.0, 5.6, 5.6))
     p = ProjectionParams(grid_shape=(27, 32, 32), angles=(0.0,))
@@ -235,7 +235,7 @@ def test_real_ct_on_a_small_grid():
     case = shared_ct_dir() / "lidc-idri-0001" / "ct.nii.gz"
     if not case.is_file():
         pytest.skip(f"real CT not found at {case} (set SAPSAM_SHARED_CT or place ../shared/ct)")
-    from sapsam_utils.loading import load_source
+    from sapsam_utils.data.loading import load_source
 
     ct = load_source(case)  # the cohort's reading path: padding -2048 -> -1024
     body = ndimage.binary_opening(ct.array > -500, iterations=2)

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from sapsam_utils import public_ct
-from sapsam_utils.loading import load_source
-from sapsam_utils.manifest import ManifestError, read_manifest
-from sapsam_utils.paths import project_path, shared_ct_dir
-from sapsam_utils.public_ct import CASES, Case, FetchError, choose_series, fetch, open_public_ct
+from sapsam_utils.data import public_ct
+from sapsam_utils.data.loading import load_source
+from sapsam_utils.data.manifest import ManifestError, read_manifest
+from sapsam_utils.core.paths import project_path, shared_ct_dir
+from sapsam_utils.data.public_ct import CASES, Case, FetchError, choose_series, fetch, open_public_ct
 
 
 # --- a tiny archive ------------------------------------------------------------------------------
@@ -244,7 +244,7 @@ def test_a_folder_without_the_cases_means_not_available_and_says_how_to_get_them
         message = found.not_found_message("The figure is skipped.")
         assert message.startswith("**Not measured: public CT not available.**")
         assert f"`{root}`" in message and "The figure is skipped." in message
-        assert "python -m sapsam_utils.public_ct fetch DEST" in message and "public_ct_root" in message
+        assert "python -m sapsam_utils.data.public_ct fetch DEST" in message and "public_ct_root" in message
     assert public_ct.NOT_AVAILABLE == "not measured: public CT not available"
     assert public_ct.main(["status", str(tmp_path / "empty")]) == 0
     assert "none of the public cases is there" in capsys.readouterr().out

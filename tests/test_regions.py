@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sapsam_utils.regions import (
+from sapsam_utils.core.regions import (
     CAVITY_LUMEN,
     LABEL_COLUMNS,
     REGIONS,

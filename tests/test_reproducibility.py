@@ -25,8 +25,8 @@ import pytest
 import yaml
 
 from conftest import copy_project, run_runner
-from sapsam_utils.paths import shared_ct_dir
-from sapsam_utils.volume import read_volume
+from sapsam_utils.core.paths import shared_ct_dir
+from sapsam_utils.core.volume import read_volume
 
 DATA_CHAPTERS = ("01_cohort", "02_segmentation", "03_projections")
 #: Result keys that are wall-clock times, per notebook: the only ones allowed to differ.

@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sapsam_utils import segmentation as seg
-from sapsam_utils.metrics import dice
-from sapsam_utils.paths import shared_ct_dir
-from sapsam_utils.phantom import make_phantom
-from sapsam_utils.regions import LABEL_COLUMNS, LUNG_LEFT, LUNG_RIGHT
-from sapsam_utils.volume import Volume, read_volume, write_volume
+from sapsam_utils.imaging import segmentation as seg
+from sapsam_utils.imaging.metrics import dice
+from sapsam_utils.core.paths import shared_ct_dir
+from sapsam_utils.synthetic.phantom import make_phantom
+from sapsam_utils.core.regions import LABEL_COLUMNS, LUNG_LEFT, LUNG_RIGHT
+from sapsam_utils.core.volume import Volume, read_volume, write_volume
 
 GRID = {"shape": (108, 128, 128), "spacing": (3.0, 2.8, 2.8)}
 SMOKE_GRID = {"shape": (54, 64, 64), "spacing": (6.0, 6.0, 6.0)}
@@ -292,7 +292,7 @@ def load_real(case: str, step: int = 2) -> tuple[Volume, Volume]:
     folder = shared_ct_dir() / case
     if not folder.is_dir():
         pytest.skip(f"{folder} is absent: the public CT cases are not installed beside the project")
-    from sapsam_utils.loading import load_label, load_source
+    from sapsam_utils.data.loading import load_label, load_source
 
     ct = load_source(folder / ("ct.nii.gz" if (folder / "ct.nii.gz").is_file() else "dicom"))
     lesions = load_label(folder / "lesions.nii.gz", folder, ct)

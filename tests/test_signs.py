@@ -7,9 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sapsam_utils import cache, datasets, signs
-from sapsam_utils.regions import LABELS, REGIONS
-from sapsam_utils.training import epoch_rows, prediction_table
+from sapsam_utils.core import cache
+from sapsam_utils.stages import datasets
+from sapsam_utils.learning import signs
+from sapsam_utils.core.regions import LABELS, REGIONS
+from sapsam_utils.learning.training import epoch_rows, prediction_table
 
 from test_datasets import PARAMS, manifest_rows, workdir  # noqa: F401  (the fixture)
 

@@ -1,4 +1,4 @@
-"""Two-year survival (sapsam_utils.survival): the paper's labels, lifelines analyses, head reset."""
+"""Two-year survival (sapsam_utils.learning.survival): the paper's labels, lifelines analyses, head reset."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sapsam_utils.cohort import two_year_death
-from sapsam_utils.manifest import validate_manifest
-from sapsam_utils.regions import LABEL_COLUMNS
-from sapsam_utils.survival import (
+from sapsam_utils.synthetic.cohort import two_year_death
+from sapsam_utils.data.manifest import validate_manifest
+from sapsam_utils.core.regions import LABEL_COLUMNS
+from sapsam_utils.learning.survival import (
     concordance,
     cox_model,
     km_logrank,
@@ -196,7 +196,7 @@ def test_risk_groups():
 def test_kaplan_meier_figure():
     import matplotlib.pyplot as plt
 
-    from sapsam_utils.plots import kaplan_meier
+    from sapsam_utils.report.plots import kaplan_meier
 
     table = _simulated(n=100)
     km = km_logrank(table["time"], table["event"], risk_groups(table["x"]))
@@ -212,7 +212,7 @@ def test_kaplan_meier_figure():
 
 @pytest.fixture(scope="module")
 def classifier():
-    from sapsam_utils.models import build_classifier
+    from sapsam_utils.learning.models import build_classifier
 
     model = build_classifier("vgg19_bn", (32, 32, 3), 32, None, 0, seed=0)
     # stand in for training: move every weight away from its initial value

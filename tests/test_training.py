@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sapsam_utils import cache, training
-from sapsam_utils.datasets import SPLITS
-from sapsam_utils.training import ImageBatches, TrainParams, epoch_rows, fit, predict_probabilities
+from sapsam_utils.core import cache
+from sapsam_utils.learning import training
+from sapsam_utils.stages.datasets import SPLITS
+from sapsam_utils.learning.training import ImageBatches, TrainParams, epoch_rows, fit, predict_probabilities
 
 
 def toy_images(n=64, seed=0, size=12):
@@ -170,7 +171,7 @@ def test_without_validation_rows_the_last_epoch_is_kept(tmp_path):
 def test_fine_tuning_a_base_model_with_scan_labels(tmp_path):
     """The survival set-up: a trained model's head reset and retrained on labels given per scan,
     the rest frozen; the base's folder and the reset settings are part of the key."""
-    from sapsam_utils.survival import reset_head
+    from sapsam_utils.learning.survival import reset_head
 
     fake_datasets_stage(tmp_path)
     params = TrainParams(architecture="vgg19_bn", input_size=32, frozen_blocks=0, epochs=1, steps_per_epoch=2,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from sapsam_utils.volume import Volume, from_sitk, read_volume, to_sitk, write_volume
+from sapsam_utils.core.volume import Volume, from_sitk, read_volume, to_sitk, write_volume
 
 
 def test_round_trip_keeps_values_and_geometry(tmp_path):

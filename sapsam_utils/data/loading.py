@@ -1,8 +1,8 @@
 """Read a manifest ``source`` (DICOM series folder or NIfTI file) as a canonical HU volume.
 
-Every CT comes out as a :class:`~sapsam_utils.volume.Volume` of int16 Hounsfield units in the
+Every CT comes out as a :class:`~sapsam_utils.core.volume.Volume` of int16 Hounsfield units in the
 study's one orientation (axes ``(z, y, x)`` in LPS: inferior -> superior, anterior -> posterior,
-patient's right -> left; see :mod:`sapsam_utils.volume`). Label volumes (``lung_mask``,
+patient's right -> left; see :mod:`sapsam_utils.core.volume`). Label volumes (``lung_mask``,
 ``lesion_mask``) go through the same reading and reorientation, so they stay voxel-aligned with
 their CT; :func:`load_label` checks that their grid is the CT's.
 
@@ -54,7 +54,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .manifest import resolve_path, source_kind
-from .volume import Volume, from_sitk, read_volume
+from ..core.volume import Volume, from_sitk, read_volume
 
 #: The lowest HU value kept: air. Padding and anything darker is set to it.
 AIR_HU = -1024
@@ -82,7 +82,7 @@ def load_source(source: str | os.PathLike, base_dir: str | os.PathLike = ".") ->
     ----------
     source : path-like
         A DICOM series folder or a ``.nii`` / ``.nii.gz`` file (``phantom:`` sources are made by
-        :func:`sapsam_utils.phantom.make_phantom`, not read).
+        :func:`sapsam_utils.synthetic.phantom.make_phantom`, not read).
     base_dir : path-like
         Folder that a relative ``source`` is relative to (the manifest's folder).
 

@@ -9,7 +9,7 @@ The paper's label rule (only CPA patients; each scan labelled on its own):
   after the scan (their two-year outcome is "alive", but the paper does not use them), and scans
   of living patients whose follow-up ended less than ``years`` after the scan (outcome unknown).
 
-Day arithmetic is that of :func:`sapsam_utils.cohort.two_year_death`: the horizon is
+Day arithmetic is that of :func:`sapsam_utils.synthetic.cohort.two_year_death`: the horizon is
 ``scan_date + years * 365.25`` days (730.5 days for 2 years). Boundaries:
 
 * positive when ``death_date <= horizon``: a death 730 days after the scan is positive (a scan
@@ -20,7 +20,7 @@ Day arithmetic is that of :func:`sapsam_utils.cohort.two_year_death`: the horizo
 
 The scans of one patient share the patient's outcome and are correlated: analyses over scans
 should cluster by ``patient_id`` (``cluster_col`` of :func:`cox_model`, robust sandwich standard
-errors), and bootstraps should draw patients (:mod:`sapsam_utils.evaluation`).
+errors), and bootstraps should draw patients (:mod:`sapsam_utils.learning.evaluation`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-#: Days per year of the label arithmetic (as :func:`sapsam_utils.cohort.two_year_death`).
+#: Days per year of the label arithmetic (as :func:`sapsam_utils.synthetic.cohort.two_year_death`).
 DAYS_PER_YEAR = 365.25
 
 
@@ -53,7 +53,7 @@ def paper_labels(manifest: pd.DataFrame, years: float = 2.0) -> pd.DataFrame:
     Parameters
     ----------
     manifest : pandas.DataFrame
-        Manifest rows (:mod:`sapsam_utils.manifest`): ``group``, ``scan_date``, ``death_date``
+        Manifest rows (:mod:`sapsam_utils.data.manifest`): ``group``, ``scan_date``, ``death_date``
         (blank or NaN when alive), ``last_followup_date``; dates ISO text or timestamps.
     years : float
         The horizon (paper: 2), in years of 365.25 days.
@@ -162,7 +162,7 @@ def reset_head(model, layers: Sequence[str] = ("fc2", "logits"), freeze_base: bo
     """A copy of a classifier whose named layers are re-initialised, for retraining on a new task.
 
     The paper's survival models: "the last two fully connected layers are reset to a random state
-    and retrained, the rest frozen". The classifier head (:func:`sapsam_utils.models.build_classifier`)
+    and retrained, the rest frozen". The classifier head (:func:`sapsam_utils.learning.models.build_classifier`)
     has three fully connected layers, ``fc1`` -> dropout -> ``fc2`` -> ``logits`` (then the softmax
     ``probabilities``, which has no weights); the last two are ``fc2`` and ``logits``, the default.
 

@@ -5,7 +5,7 @@ Cohort simulator (:func:`simulate_cohort`)
 The paper's cohort is private; this module writes a manifest of a cohort shaped like it:
 172 patients and 352 CT studies, of which 76 control studies (76 patients, one scan each, no
 sign) and 276 CPA studies from 96 patients with 1-8 longitudinal scans each over up to 12 years.
-Every scan's ``source`` is ``phantom:<anatomy_seed>:<seed>``: :func:`sapsam_utils.phantom.make_phantom`
+Every scan's ``source`` is ``phantom:<anatomy_seed>:<seed>``: :func:`sapsam_utils.synthetic.phantom.make_phantom`
 turns the row's labels into a CT with voxel-exact truth. A patient's scans share the anatomy seed
 (the seed of their first scan), so they show one body and one pair of lungs, as real longitudinal
 scans do; the scan's own seed places its signs and draws its noise. Ids are pseudonymous
@@ -28,7 +28,7 @@ over their scans); their mean lies within the tolerance of Table 1 in most cells
 seeds 0-39, e.g. 8 rather than 15 right lower cavities, 5 rather than 12 left middle pleural
 thickenings), the price of fitting the committed cohort itself. The pre-existing rates (Table 1 has no such row) are scaled so that
 the CPA studies hold about as many (study, condition) pairs as the paper's 398; which condition
-the phantom draws follows the paper's proportions (:func:`sapsam_utils.phantom.preexisting_conditions`,
+the phantom draws follows the paper's proportions (:func:`sapsam_utils.synthetic.phantom.preexisting_conditions`,
 compared by :func:`preexisting_table`).
 
 *Disease between scans.* Between two scans ``dt`` years apart each sign appears, or goes, with
@@ -58,7 +58,7 @@ Turns each selected manifest row into ``<out_dir>/<scan_id>/``: ``ct.nii.gz`` (i
 ``truth_lungs.nii.gz`` (phantom truth, or the manifest's ``lung_mask``), ``truth_signs.nii.gz``
 (phantoms only), ``lesions.nii.gz`` (the manifest's ``lesion_mask``), ``scan.json``; and
 ``<out_dir>/cohort.csv`` (the selected rows, file paths made absolute). Each scan is written
-through :func:`sapsam_utils.cache.atomic_dir`, so a scan folder that exists is complete: a rerun
+through :func:`sapsam_utils.core.cache.atomic_dir`, so a scan folder that exists is complete: a rerun
 skips it and an interrupted run resumes.
 """
 
@@ -74,9 +74,9 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .cache import atomic_dir, write_json
-from .loading import load_label, load_source
-from .manifest import (
+from ..core.cache import atomic_dir, write_json
+from ..data.loading import load_label, load_source
+from ..data.manifest import (
     ALL_COLUMNS,
     OPTIONAL_COLUMNS,
     PHANTOM_PREFIX,
@@ -86,10 +86,10 @@ from .manifest import (
     source_kind,
     write_manifest,
 )
-from .parallel import map_jobs
+from ..core.parallel import map_jobs
 from .phantom import PREEXISTING_APPEARANCE, PREEXISTING_CONDITIONS, make_phantom, preexisting_conditions
-from .regions import LABEL_COLUMNS, LABELS, LUNG_LEFT, LUNG_RIGHT, REGIONS
-from .volume import Volume, write_volume
+from ..core.regions import LABEL_COLUMNS, LABELS, LUNG_LEFT, LUNG_RIGHT, REGIONS
+from ..core.volume import Volume, write_volume
 
 #: The paper's cohort: patients and studies.
 PAPER_COUNTS = {"control_patients": 76, "cpa_patients": 96, "cpa_scans": 276, "max_scans": 8, "max_years": 12}
@@ -275,7 +275,7 @@ def simulate_cohort(
     Returns
     -------
     pandas.DataFrame
-        A valid manifest (columns :data:`~sapsam_utils.manifest.ALL_COLUMNS`), one row per scan,
+        A valid manifest (columns :data:`~sapsam_utils.data.manifest.ALL_COLUMNS`), one row per scan,
         sorted by patient and date; ``source`` is ``phantom:<anatomy_seed>:<seed>``, the anatomy
         seed being the seed of the patient's first scan.
     """
@@ -458,7 +458,7 @@ def table1(manifest: pd.DataFrame) -> pd.DataFrame:
 def preexisting_table(manifest: pd.DataFrame) -> pd.DataFrame:
     """The paper's pre-existing conditions beside those the phantoms of a manifest draw.
 
-    A phantom row's condition in each sub-region is :func:`sapsam_utils.phantom.preexisting_conditions`
+    A phantom row's condition in each sub-region is :func:`sapsam_utils.synthetic.phantom.preexisting_conditions`
     of its anatomy seed; a CPA study counts once for each condition found in its sub-regions
     labelled ``preexisting`` (non-exclusive, as the paper counts). Rows that are not phantoms are
     not counted.
@@ -471,7 +471,7 @@ def preexisting_table(manifest: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        One row per condition (:data:`~sapsam_utils.phantom.PREEXISTING_CONDITIONS`, the paper's
+        One row per condition (:data:`~sapsam_utils.synthetic.phantom.PREEXISTING_CONDITIONS`, the paper's
         order): ``condition``, ``drawn_as`` (the phantom's appearance), ``paper`` (CPA studies
         with it in the paper), ``cohort`` (in the manifest), ``paper_share`` and ``cohort_share``
         (of all (study, condition) pairs), ``tolerance`` and ``within`` (as in :func:`table1`).
@@ -611,9 +611,9 @@ def build_scans(manifest: pd.DataFrame, manifest_dir: str | os.PathLike, out_dir
     manifest_dir : path-like
         The manifest's folder (relative paths are relative to it).
     out_dir : path-like
-        The stage folder (:func:`sapsam_utils.cache.stage_dir`).
+        The stage folder (:func:`sapsam_utils.core.cache.stage_dir`).
     phantom_shape, phantom_spacing, difficulty
-        Grid and difficulty of the phantoms (:func:`sapsam_utils.phantom.make_phantom`).
+        Grid and difficulty of the phantoms (:func:`sapsam_utils.synthetic.phantom.make_phantom`).
     n_jobs : int
         Worker processes (1: build in this process).
     progress : bool
@@ -629,7 +629,7 @@ def build_scans(manifest: pd.DataFrame, manifest_dir: str | os.PathLike, out_dir
     ------
     ScanBuildError
         For the first scan that fails, naming its scan_id and source; finished scans are kept.
-    sapsam_utils.parallel.WorkerDied
+    sapsam_utils.core.parallel.WorkerDied
         When a worker process dies, naming the scans it may have been building.
     """
     out_dir = Path(out_dir)
@@ -656,10 +656,10 @@ def build_scans(manifest: pd.DataFrame, manifest_dir: str | os.PathLike, out_dir
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Write the default cohort manifest: ``python -m sapsam_utils.cohort [--seed N] [--out PATH]``."""
+    """Write the default cohort manifest: ``python -m sapsam_utils.synthetic.cohort [--seed N] [--out PATH]``."""
     import argparse
 
-    from .paths import project_path
+    from ..core.paths import project_path
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")

@@ -2,9 +2,9 @@
 
 Usage (from the project root, with the project's environment)::
 
-    python -m sapsam_utils.runner                     # profile "default", every notebook
-    python -m sapsam_utils.runner --profile smoke     # the CI profile
-    python -m sapsam_utils.runner --only 02_segmentation --workdir work/mine
+    python -m sapsam_utils.report.runner                     # profile "default", every notebook
+    python -m sapsam_utils.report.runner --profile smoke     # the CI profile
+    python -m sapsam_utils.report.runner --only 02_segmentation --workdir work/mine
 
 What it does, for each notebook chapter of ``_toc.yml`` (chapters named ``book/executed/<stem>``):
 
@@ -23,8 +23,8 @@ What it does, for each notebook chapter of ``_toc.yml`` (chapters named ``book/e
    ``<workdir>/failed/<stem>.ipynb`` for inspection, removes ``book/executed/<stem>.ipynb`` (so no
    book can be rendered from a failed or stale notebook) and exits non-zero.
 
-Afterwards it writes the provenance (:mod:`sapsam_utils.provenance`) and the paper-vs-reproduction
-table (:mod:`sapsam_utils.summary`) that the book's last two pages include.
+Afterwards it writes the provenance (:mod:`sapsam_utils.report.provenance`) and the paper-vs-reproduction
+table (:mod:`sapsam_utils.report.summary`) that the book's last two pages include.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from typing import Any, Iterable, Sequence
 import nbformat
 import yaml
 
-from sapsam_utils import provenance, summary
-from sapsam_utils.paths import project_path, project_root
+from sapsam_utils.report import provenance, summary
+from sapsam_utils.core.paths import project_path, project_root
 
 #: Where executed notebooks go, relative to the root; ``_toc.yml`` chapters point here.
 EXECUTED_DIR = "book/executed"
@@ -383,7 +383,7 @@ def run(root: Path, profile: str, workdir: str | None = None, only: Iterable[str
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sapsam_utils.runner",
+        prog="python -m sapsam_utils.report.runner",
         description="Execute the study's notebooks with papermill in _toc.yml order, for the book.",
     )
     parser.add_argument("--profile", default="default",

@@ -5,7 +5,7 @@ The paper rescales each scan to 256 x 256 x 216 voxels and cuts it into six bloc
 makes that cut on the **bounding box of the lungs** (both lungs together), so that it follows
 the anatomy rather than the scanner's field of view:
 
-* right / left: the box is halved along ``x``. Arrays are LPS (see :mod:`sapsam_utils.volume`),
+* right / left: the box is halved along ``x``. Arrays are LPS (see :mod:`sapsam_utils.core.volume`),
   so the half with the *lower* ``x`` indices is the patient's **right**;
 * upper / middle / lower: the box is cut into thirds along ``z``; ``z`` grows towards the head,
   so the third with the *highest* ``z`` indices is **upper**;

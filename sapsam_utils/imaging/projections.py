@@ -2,7 +2,7 @@
 
 Pipeline for one scan
 ---------------------
-1. **Grid.** The bounding box of the refined lung mask (:func:`sapsam_utils.regions.lung_box`,
+1. **Grid.** The bounding box of the refined lung mask (:func:`sapsam_utils.core.regions.lung_box`,
    both lungs, no margin) is resampled to ``grid_shape`` (the paper's 216 x 256 x 256 in
    ``(z, y, x)``; each axis is scaled on its own, as the paper stretches every scan to one grid).
    The CT is interpolated linearly, masks and sign truth by nearest neighbour; samples outside
@@ -10,7 +10,7 @@ Pipeline for one scan
    sub-regions are exactly ``regions.region_slices(grid_shape)``: the paper's 72 x 256 x 128 blocks
    and the same cut as the cohort's labels. Only the box's voxels are kept: the refined mask (the
    one the sub-region images use) lies inside it by construction.
-2. **Rotations.** The 27 rotations of :mod:`sapsam_utils.augment` (nearest-neighbour gathers
+2. **Rotations.** The 27 rotations of :mod:`sapsam_utils.imaging.augment` (nearest-neighbour gathers
    through precomputed index maps, identical for the CT, the masks and the truth).
 3. **Whole-scan images** (disease, survival), one per axis: for every ray, the mean HU of the
    ray's voxels inside the **conservative** mask (the paper's choice; ``whole_mask="refined"``
@@ -54,8 +54,8 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from . import augment
-from .regions import CAVITY_LUMEN, LABELS, REGIONS, SIGN_CODES, Box, lung_box, region_slices
-from .volume import Volume
+from ..core.regions import CAVITY_LUMEN, LABELS, REGIONS, SIGN_CODES, Box, lung_box, region_slices
+from ..core.volume import Volume
 
 #: The paper's HU windows (lung/air, parenchyma, soft tissue), in HU, ``[lo, hi)``.
 PAPER_WINDOWS = ((-1400.0, -900.0), (-900.0, -160.0), (-160.0, 240.0))
@@ -172,9 +172,9 @@ class ScanImages:
     """All the images of one scan, for every rotation (index 0 = unrotated).
 
     ``whole[axis]``: ``(R, H, W)`` float32 in [0, 1]. ``regions[axis]``: ``(R, 6, H, W, C)``
-    float32 in [0, 1], regions in :data:`~sapsam_utils.regions.REGIONS` order, one channel per
+    float32 in [0, 1], regions in :data:`~sapsam_utils.core.regions.REGIONS` order, one channel per
     window. ``whole_truth[axis]`` ``(R, H, W, 4)`` and ``regions_truth[axis]``
-    ``(R, 6, H, W, 4)``: per label (:data:`~sapsam_utils.regions.LABELS`) the fraction of the ray
+    ``(R, 6, H, W, 4)``: per label (:data:`~sapsam_utils.core.regions.LABELS`) the fraction of the ray
     in that sign; empty dicts when the scan has no sign truth.
     """
 
@@ -207,7 +207,7 @@ def resample_box(array: np.ndarray, box: Box, grid_shape: tuple[int, int, int], 
     array : numpy.ndarray
         3-D source volume.
     box : tuple of slice
-        Part of ``array`` to resample (e.g. :func:`~sapsam_utils.regions.lung_box`).
+        Part of ``array`` to resample (e.g. :func:`~sapsam_utils.core.regions.lung_box`).
     grid_shape : tuple of int
         Output shape.
     order : {0, 1}

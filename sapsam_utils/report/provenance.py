@@ -22,8 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
-from sapsam_utils.cache import write_json
-from sapsam_utils.paths import project_path
+from sapsam_utils.core.cache import write_json
+from sapsam_utils.core.paths import project_path
 
 DISTRIBUTION = "sapsam-utils"
 JSON_NAME, MARKDOWN_NAME = "provenance.json", "provenance.md"
@@ -90,7 +90,7 @@ def notebook_record(root: str | os.PathLike, profile: str, params: dict[str, Any
                     seconds: float) -> dict[str, Any]:
     """The provenance of one executed notebook.
 
-    The manifest is resolved as the notebooks resolve it (:func:`sapsam_utils.paths.project_path`);
+    The manifest is resolved as the notebooks resolve it (:func:`sapsam_utils.core.paths.project_path`);
     seeds are the parameters named ``seed`` or ``*_seed``.
     """
     record: dict[str, Any] = {

@@ -1,7 +1,7 @@
 """Augmentation: the paper's 27 rigid 3-D rotations, and random 2-D rotation and zoom at training time.
 
 3-D (paper §2.2)
-    Every scan, once resampled to the study grid (:mod:`sapsam_utils.projections`), is rotated by
+    Every scan, once resampled to the study grid (:mod:`sapsam_utils.imaging.projections`), is rotated by
     -5, 0 and +5 degrees about each of the three array axes, in all 27 combinations. A rotation
     is applied as a **nearest-neighbour gather**: for each rotation a flat ``int32`` index map says,
     for every voxel of the output grid, which voxel of the input grid it copies (or a sentinel

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.stats import wasserstein_distance
 
-from .volume import Volume
+from ..core.volume import Volume
 
 #: Threshold between air-like and tissue-like voxels (HU).
 AIR_THRESHOLD = -500

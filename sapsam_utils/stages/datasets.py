@@ -1,6 +1,6 @@
 """The image data sets of the classifiers: per-scan projections, patient splits, balancing, storage.
 
-Two ``workdir`` stages (see :mod:`sapsam_utils.cache`):
+Two ``workdir`` stages (see :mod:`sapsam_utils.core.cache`):
 
 ``projections/<key>/`` (upstream: the ``masks`` key; parameters: :class:`ProjectionParams`)
     ``scans/<scan_id>.npz``: every image of one scan for every rotation (written atomically;
@@ -48,12 +48,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import cache
-from .cohort import two_year_death
-from .parallel import map_jobs
-from .projections import AXES, ProjectionParams, ScanImages, project_volume
-from .regions import LABEL_COLUMNS, LABELS, REGIONS
-from .volume import Volume, read_volume
+from ..core import cache
+from ..synthetic.cohort import two_year_death
+from ..core.parallel import map_jobs
+from ..imaging.projections import AXES, ProjectionParams, ScanImages, project_volume
+from ..core.regions import LABEL_COLUMNS, LABELS, REGIONS
+from ..core.volume import Volume, read_volume
 
 SPLITS = ("train", "val", "test")
 #: Default (train, validation, test) fractions of the patients.
@@ -140,7 +140,7 @@ def project_scan_files(
     out_path : path-like
         Where the scan's ``.npz`` goes (written atomically).
     params : dict
-        :class:`~sapsam_utils.projections.ProjectionParams` fields.
+        :class:`~sapsam_utils.imaging.projections.ProjectionParams` fields.
     n_threads : int
         Threads for the rotations of this scan.
 
@@ -246,7 +246,7 @@ def survival_columns(table: pd.DataFrame, years: float = 2.0) -> pd.DataFrame:
     """``death_2y`` (1.0 / 0.0 / NaN) and ``censored_2y`` (True when the outcome at ``years`` is
     unknown: follow-up ended earlier without a death) for each manifest row.
 
-    Uses :func:`sapsam_utils.cohort.two_year_death`, the study's one definition.
+    Uses :func:`sapsam_utils.synthetic.cohort.two_year_death`, the study's one definition.
     """
     death = two_year_death(table, years=years)
     return pd.DataFrame({"death_2y": death, "censored_2y": death.isna()}, index=table.index)
@@ -384,7 +384,7 @@ def build_datasets(
 ) -> Path:
     """Split the last ``projections`` run by patient and write the per-split arrays (``datasets``).
 
-    A split folder is written whole or not at all (:func:`sapsam_utils.cache.atomic_dir`);
+    A split folder is written whole or not at all (:func:`sapsam_utils.core.cache.atomic_dir`);
     a complete stage (``datasets.json`` present) is reused as it is.
 
     Returns
@@ -471,7 +471,7 @@ def projection_variant(workdir: str | os.PathLike, n_jobs: int = 1, progress: bo
 
     The variant is projected (or found finished) and split with the main run's split fractions and
     seed, so its splits hold the same patients; models trained inside the block go to their own
-    ``models`` folder. See :func:`sapsam_utils.cache.side_run`.
+    ``models`` folder. See :func:`sapsam_utils.core.cache.side_run`.
 
     Yields
     ------

@@ -2,7 +2,7 @@
 
 Used to score the lung masks against the phantoms' truth and the real cases' lesion labels
 (chapter 2), and the Grad-CAM localisation maps against the signs' truth (chapter 6). Every
-function takes plain arrays or :class:`~sapsam_utils.volume.Volume` objects (on one grid) and
+function takes plain arrays or :class:`~sapsam_utils.core.volume.Volume` objects (on one grid) and
 treats any non-zero value as "in" unless labels are given.
 """
 
@@ -12,7 +12,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from .volume import Volume
+from ..core.volume import Volume
 
 
 def _array(x) -> np.ndarray:
@@ -101,7 +101,7 @@ def per_label_inside_share(truth, mask, labels: Mapping[str, int | Iterable[int]
     Parameters
     ----------
     truth : numpy.ndarray or Volume
-        Label volume (e.g. the phantom's sign truth with :data:`~sapsam_utils.regions.SIGN_CODES`).
+        Label volume (e.g. the phantom's sign truth with :data:`~sapsam_utils.core.regions.SIGN_CODES`).
     mask : numpy.ndarray or Volume
         Mask of the same shape; any non-zero value counts.
     labels : Mapping[str, int or iterable of int]

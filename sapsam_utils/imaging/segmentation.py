@@ -1,7 +1,7 @@
 """Lung segmentation (paper §2.1): a conservative and a refined lung mask, right and left apart.
 
-Both masks are uint8 volumes on the scan's grid: 0 background, :data:`~sapsam_utils.regions.LUNG_RIGHT`
-(1, the patient's right lung, at low ``x``) and :data:`~sapsam_utils.regions.LUNG_LEFT` (2).
+Both masks are uint8 volumes on the scan's grid: 0 background, :data:`~sapsam_utils.core.regions.LUNG_RIGHT`
+(1, the patient's right lung, at low ``x``) and :data:`~sapsam_utils.core.regions.LUNG_LEFT` (2).
 
 Decisions
 ---------
@@ -96,7 +96,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 from tqdm.auto import tqdm
 
-from .cache import atomic_dir, write_json
+from ..core.cache import atomic_dir, write_json
 from .metrics import (
     dice,
     inside_share,
@@ -104,9 +104,9 @@ from .metrics import (
     per_label_inside_share,
     volume_ml,
 )
-from .parallel import map_jobs
-from .regions import CAVITY_LUMEN, LUNG_LEFT, LUNG_RIGHT, SIGN_CODES
-from .volume import Volume, read_volume, write_volume
+from ..core.parallel import map_jobs
+from ..core.regions import CAVITY_LUMEN, LUNG_LEFT, LUNG_RIGHT, SIGN_CODES
+from ..core.volume import Volume, read_volume, write_volume
 
 Box = tuple[slice, slice, slice]
 
@@ -151,13 +151,13 @@ def check_ct(ct) -> None:
     Raises
     ------
     TypeError
-        ``ct`` is not a :class:`~sapsam_utils.volume.Volume`, or its dtype is not numeric.
+        ``ct`` is not a :class:`~sapsam_utils.core.volume.Volume`, or its dtype is not numeric.
     ValueError
         Unsigned or non-finite values, values that cannot be HU (no air below -500 HU, as in raw
         stored DICOM values before the rescale slope / intercept), or a grid too small.
     """
     if not isinstance(ct, Volume):
-        raise TypeError(f"expected a CT as a sapsam_utils.volume.Volume, got {type(ct).__name__}")
+        raise TypeError(f"expected a CT as a sapsam_utils.core.volume.Volume, got {type(ct).__name__}")
     array = ct.array
     if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
         raise TypeError(f"CT dtype {array.dtype} is not a Hounsfield-unit type: expected signed integers or floats")
@@ -1194,7 +1194,7 @@ def segment_cohort(
         No ``cohort.csv``, or a scan's ``ct.nii.gz`` is missing (named).
     RuntimeError
         A scan failed, or writing its masks failed (named, with the reason); finished scans stay.
-        A worker process that dies raises :class:`sapsam_utils.parallel.WorkerDied` (a
+        A worker process that dies raises :class:`sapsam_utils.core.parallel.WorkerDied` (a
         RuntimeError) naming the scans it may have been segmenting.
     """
     scans_dir, out_dir = Path(scans_dir), Path(out_dir)

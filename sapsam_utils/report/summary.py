@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from sapsam_utils import cache
-from sapsam_utils.paths import project_path
-from sapsam_utils.provenance import Provenance
+from sapsam_utils.core import cache
+from sapsam_utils.core.paths import project_path
+from sapsam_utils.report.provenance import Provenance
 
 PAPER_NUMBERS = "book/paper_numbers.yaml"
 NOT_REPRODUCED = "not yet reproduced"

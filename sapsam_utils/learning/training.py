@@ -1,6 +1,6 @@
 """Training the classifiers: seeded balanced batches, the paper's recipe, and the ``models`` stage.
 
-The ``models`` stage (see :mod:`sapsam_utils.cache`)::
+The ``models`` stage (see :mod:`sapsam_utils.core.cache`)::
 
     models/<key>/stage.json                 training parameters and the datasets key
     models/<key>/<model name>/model.keras   the best epoch by validation loss (the paper's checkpoint)
@@ -37,9 +37,9 @@ import keras
 import numpy as np
 import pandas as pd
 
-from . import cache
-from .augment import augment_batch
-from .datasets import SPLITS, balanced_indices, check_patient_splits, load_split, to_unit
+from ..core import cache
+from ..imaging.augment import augment_batch
+from ..stages.datasets import SPLITS, balanced_indices, check_patient_splits, load_split, to_unit
 from .models import build_classifier
 
 PREDICTION_COLUMNS = ["scan_id", "patient_id", "rotation", "label", "probability"]
@@ -52,7 +52,7 @@ class TrainParams:
     Attributes
     ----------
     architecture : str
-        ``vgg19``, ``inception_v3`` or ``vgg19_bn`` (:mod:`sapsam_utils.models`).
+        ``vgg19``, ``inception_v3`` or ``vgg19_bn`` (:mod:`sapsam_utils.learning.models`).
     input_size : int
         Side of the square backbone input the images are resized to (paper: 224).
     weights : str or None
@@ -60,7 +60,7 @@ class TrainParams:
     frozen_blocks : int
         First blocks not trained (paper: 2).
     head_init : {"paper", "he"}
-        Initial weights of the head (:func:`sapsam_utils.models.build_classifier`).
+        Initial weights of the head (:func:`sapsam_utils.learning.models.build_classifier`).
     optimizer : {"sgd", "adam"}
     learning_rate, momentum : float
         Paper: SGD, 1e-4, momentum 0.9.
@@ -340,7 +340,7 @@ def train_model(
 ) -> Path:
     """Train one classifier of the ``models`` stage and write its predictions on every split.
 
-    Reads the split arrays of the last ``datasets`` run (:func:`sapsam_utils.datasets.load_split`),
+    Reads the split arrays of the last ``datasets`` run (:func:`sapsam_utils.stages.datasets.load_split`),
     trains with :func:`fit` (resuming an interrupted run), then predicts every image of the
     train, validation and test splits, checks that no patient is in two splits, and writes
     ``done.json`` last. A finished model is reused as it is.
@@ -367,7 +367,7 @@ def train_model(
     base : (path, callable, dict), optional
         Fine-tune a trained model instead of building one: the base model's folder, a function
         that turns the loaded base into the model to train (e.g. re-initialise and unfreeze its
-        head, :func:`sapsam_utils.survival.reset_head`), and that function's settings. The folder
+        head, :func:`sapsam_utils.learning.survival.reset_head`), and that function's settings. The folder
         and the settings are part of the key.
 
     Returns

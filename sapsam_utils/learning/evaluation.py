@@ -1,7 +1,7 @@
 """Scores of binary classifiers at the image, scan and patient level, with patient-level 95 % CIs.
 
 A prediction table has one row per image: ``scan_id, patient_id, rotation, label, probability``
-(:func:`sapsam_utils.training.prediction_table`). The levels:
+(:func:`sapsam_utils.learning.training.prediction_table`). The levels:
 
 ``image``
     each row, the paper's unit ("N = 822 axial projections");

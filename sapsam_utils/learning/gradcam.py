@@ -3,7 +3,7 @@
 Grad-CAM (the paper's equation 1)
     For class ``c`` with score ``y_c`` (the ``logits`` layer: the class score *before* the
     softmax) and the maps ``A_k`` (``k = 1..K``, each ``h x w``) of a convolutional layer (by
-    default the model's last one, :data:`~sapsam_utils.models.LAST_CONV_LAYER`, after its ReLU)::
+    default the model's last one, :data:`~sapsam_utils.learning.models.LAST_CONV_LAYER`, after its ReLU)::
 
         alpha_k = mean over (i, j) of d y_c / d A_k[i, j]
         map     = ReLU(sum_k alpha_k A_k)                       (h x w, on the layer's grid)
@@ -48,10 +48,10 @@ Sanity check (Adebayo et al. 2018)
     keeps a high value only when all three views point at it, and is zero when any view gives
     zero. The grid is then mapped back to the scan's own voxels (:func:`grid_to_scan`):
 
-    1. the 3-D rotation of the images (:mod:`sapsam_utils.augment`) is undone: the rotated grid's
+    1. the 3-D rotation of the images (:mod:`sapsam_utils.imaging.augment`) is undone: the rotated grid's
        voxel ``p`` copies the unrotated grid's voxel ``R.T (p - c) + c`` (``c`` the grid centre),
        so the unrotated voxel ``q`` reads the rotated grid at ``R (q - c) + c``;
-    2. the lung box's resampling (:func:`~sapsam_utils.projections.resample_box`) is undone: grid
+    2. the lung box's resampling (:func:`~sapsam_utils.imaging.projections.resample_box`) is undone: grid
        voxel ``i`` along an axis has its centre at source voxel ``start - 0.5 + (i + 0.5) s``
        (``s`` = box length / grid length), so source voxel ``j`` lies at grid coordinate
        ``(j - start + 0.5) / s - 0.5``.
@@ -83,14 +83,14 @@ import pandas as pd
 from scipy import ndimage, stats
 from skimage.transform import resize
 
-from . import augment
+from ..imaging import augment
 from .models import LAST_CONV_LAYER
-from .regions import CAVITY_LUMEN, REGIONS, SIGN_CODES, Box, region_slices
-from .volume import Volume, write_volume
+from ..core.regions import CAVITY_LUMEN, REGIONS, SIGN_CODES, Box, region_slices
+from ..core.volume import Volume, write_volume
 
 #: Default thresholds of :func:`iou` (on maps normalised to a maximum of 1).
 IOU_THRESHOLDS = (0.2, 0.4, 0.6, 0.8)
-#: Projection axis name -> array axis of ``(z, y, x)`` (as in :mod:`sapsam_utils.projections`).
+#: Projection axis name -> array axis of ``(z, y, x)`` (as in :mod:`sapsam_utils.imaging.projections`).
 AXES = {"axial": 0, "coronal": 1, "sagittal": 2}
 
 
@@ -102,7 +102,7 @@ def last_conv_layer(model: keras.Model) -> str:
     """Name of the layer Grad-CAM weighs by default.
 
     The study's classifiers (named ``sapsam_<architecture>``) use
-    :data:`~sapsam_utils.models.LAST_CONV_LAYER`; any other model its last ``Conv2D`` layer.
+    :data:`~sapsam_utils.learning.models.LAST_CONV_LAYER`; any other model its last ``Conv2D`` layer.
     """
     architecture = model.name.removeprefix("sapsam_")
     if model.name.startswith("sapsam_") and architecture in LAST_CONV_LAYER:
@@ -197,7 +197,7 @@ def gradcam(
     Parameters
     ----------
     model : keras.Model
-        A classifier (:func:`~sapsam_utils.models.build_classifier`) or any functional model
+        A classifier (:func:`~sapsam_utils.learning.models.build_classifier`) or any functional model
         with a score layer after the maps' layer.
     images : numpy.ndarray
         ``(N, H, W, C)`` images as the model takes them (float32 in [0, 1]).
@@ -418,13 +418,13 @@ def back_project(map2d: np.ndarray, axis: str | int, grid_shape: tuple[int, int,
     ----------
     map2d : numpy.ndarray
         ``(H, W)`` map on the pixels of the sub-region image (display orientation of
-        :mod:`sapsam_utils.projections`: coronal and sagittal rows run from high ``z`` to low).
+        :mod:`sapsam_utils.imaging.projections`: coronal and sagittal rows run from high ``z`` to low).
     axis : {"axial", "coronal", "sagittal"} or int
         The image's projection axis (0, 1, 2 = ``z``, ``y``, ``x``).
     grid_shape : tuple of int
         The study grid ``(nz, ny, nx)``.
     region : str, optional
-        One of :data:`~sapsam_utils.regions.REGIONS`; None for a whole-scan image (the whole grid).
+        One of :data:`~sapsam_utils.core.regions.REGIONS`; None for a whole-scan image (the whole grid).
 
     Returns
     -------
@@ -486,13 +486,13 @@ def grid_to_scan(volume_on_grid: np.ndarray, box: Box, scan_shape: tuple[int, in
     ----------
     volume_on_grid : numpy.ndarray
         A volume on the grid of the images it was made from: the lung box resampled by
-        :func:`~sapsam_utils.projections.to_grid`, then rotated by ``angles_deg``.
+        :func:`~sapsam_utils.imaging.projections.to_grid`, then rotated by ``angles_deg``.
     box : tuple of slice
         The lung box in the scan's voxels (``GridScan.box``).
     scan_shape : tuple of int
         Shape of the scan.
     angles_deg : tuple of float
-        The rotation ``(a_z, a_y, a_x)`` of the images (:mod:`sapsam_utils.augment` convention).
+        The rotation ``(a_z, a_y, a_x)`` of the images (:mod:`sapsam_utils.imaging.augment` convention).
     order : int
         Interpolation order (1: trilinear; 0: nearest).
     slab_voxels : int
@@ -530,10 +530,10 @@ def grid_to_scan(volume_on_grid: np.ndarray, box: Box, scan_shape: tuple[int, in
 
 def save_nifti(volume: np.ndarray, path: str | os.PathLike, spacing: tuple[float, float, float],
                origin: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> Path:
-    """Write a 3-D map (float32) on a scan's geometry, via :func:`~sapsam_utils.volume.write_volume`.
+    """Write a 3-D map (float32) on a scan's geometry, via :func:`~sapsam_utils.core.volume.write_volume`.
 
     ``spacing`` is ``(z, y, x)`` in mm and ``origin`` in ITK ``(x, y, z)`` order, as a
-    :class:`~sapsam_utils.volume.Volume` holds them: pass the CT's, and the map overlays the CT.
+    :class:`~sapsam_utils.core.volume.Volume` holds them: pass the CT's, and the map overlays the CT.
     """
     return write_volume(Volume(np.asarray(volume, dtype=np.float32), tuple(spacing), tuple(origin)), path)
 
@@ -654,7 +654,7 @@ def scan_map_3d(maps2d: dict[str, np.ndarray], scan, region: str, scan_shape: tu
     """A 3-D map of one sub-region on the scan's voxels, from its images' maps on each axis.
 
     :func:`region_map_3d` on the grid of ``scan`` (a
-    :class:`~sapsam_utils.projections.GridScan`), restricted to its refined lung mask, then
+    :class:`~sapsam_utils.imaging.projections.GridScan`), restricted to its refined lung mask, then
     :func:`grid_to_scan` into the scan's voxels (``scan.box``).
     """
     grid_shape = scan.refined.shape
@@ -702,7 +702,7 @@ def sub_region_psam(maps2d: dict[str, np.ndarray], ct: Volume, refined: Volume, 
     ct, refined, signs : Volume
         The scan, its refined lung mask and its sign truth.
     scan : GridScan
-        The scan on the study grid (:func:`~sapsam_utils.projections.to_grid` of the volumes).
+        The scan on the study grid (:func:`~sapsam_utils.imaging.projections.to_grid` of the volumes).
     region, sign : str
 
     Returns

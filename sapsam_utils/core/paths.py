@@ -1,7 +1,7 @@
 """Where the project, its inputs and the shared public CT cases are.
 
 The book reads the public CT cases from its ``public_ct_root`` setting
-(:mod:`sapsam_utils.public_ct`); :func:`shared_ct_dir` is where the tests and benchmarks look.
+(:mod:`sapsam_utils.data.public_ct`); :func:`shared_ct_dir` is where the tests and benchmarks look.
 
 Notebooks run with papermill from the project root, or from ``notebooks/`` in JupyterLab;
 :func:`project_path` makes the same relative parameter (``data_manifest.csv``,

@@ -2,7 +2,7 @@
 scores and the layout of the paper's Table 2.
 
 A sign model is one binary classifier per sign and projection axis, trained on the sub-region
-images of chapter 3 (:func:`sapsam_utils.training.train_model` with ``kind="regions"``). Signs
+images of chapter 3 (:func:`sapsam_utils.learning.training.train_model` with ``kind="regions"``). Signs
 sit mostly in the upper sub-regions (the paper's Table 1), so a model could score by knowing
 *where* a sub-region is rather than *what* it shows. Two controls measure that:
 
@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 from .evaluation import evaluate, with_ci
-from .regions import LABELS, REGIONS
+from ..core.regions import LABELS, REGIONS
 
-#: The paper's three signs (its Table 2); :data:`sapsam_utils.regions.LABELS` adds the
+#: The paper's three signs (its Table 2); :data:`sapsam_utils.core.regions.LABELS` adds the
 #: pre-existing condition, which the study trains beyond the paper.
 SIGNS = ("cavity", "fungus_ball", "pleural_thickening")
 #: The lung thirds, by the last letter of a sub-region's name (``RU`` = right upper).

@@ -11,14 +11,14 @@ Where
       the chapters that use them say so in the book (:meth:`PublicCT.not_found_message`), and the
       summary page marks their numbers "not measured: public CT not available";
     * the folder holds **some** of them: every problem (a missing case, a missing or broken file)
-      is an error listing each one (:class:`~sapsam_utils.manifest.ManifestError`): a wrongly set
+      is an error listing each one (:class:`~sapsam_utils.data.manifest.ManifestError`): a wrongly set
       or half-filled folder must not pass silently as "not available";
     * a case whose CT is there but whose lesion label volume is not (cases fetched from the
       archive come without them) is used without labels; :attr:`PublicCT.without_labels` names
       those cases, and the numbers that need the labels are reported as not measured.
 
 How to get them
-    ``python -m sapsam_utils.public_ct fetch DEST`` downloads the four series from The Cancer
+    ``python -m sapsam_utils.data.public_ct fetch DEST`` downloads the four series from The Cancer
     Imaging Archive's public REST API (NBIA ``v1``: ``getSeries`` by collection and patient ID,
     ``getImage`` by ``SeriesInstanceUID``, which answers a zip of the series' DICOM files),
     checks each series (one CT series, every image present, contiguous instance numbers, evenly
@@ -27,7 +27,7 @@ How to get them
     ``lung-dx-a0002``. Each case is written atomically (a temporary folder renamed into place),
     so a failed or interrupted download leaves no half-written case. Lesion label volumes are
     not built (the archive's annotations are XML and spreadsheets): the command says so.
-    ``python -m sapsam_utils.public_ct status [ROOT]`` tells what the study would find there.
+    ``python -m sapsam_utils.data.public_ct status [ROOT]`` tells what the study would find there.
 """
 
 from __future__ import annotations
@@ -51,9 +51,9 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .cache import atomic_dir
+from ..core.cache import atomic_dir
 from .manifest import ManifestError, read_manifest, resolve_path, validate_manifest
-from .paths import project_path
+from ..core.paths import project_path
 
 #: Default of ``public_ct_root``: the public cases beside the project (relative to its root).
 DEFAULT_ROOT = "../shared/ct"
@@ -158,7 +158,7 @@ class PublicCT:
             + (")" if Path(self.setting).is_absolute() else ", relative to the project root)") + ". "
             + (f"{skipped.strip()} " if skipped.strip() else "")
             + "To include them, download the four cases from The Cancer Imaging Archive with "
-            "`python -m sapsam_utils.public_ct fetch DEST` and point `public_ct_root` at `DEST` "
+            "`python -m sapsam_utils.data.public_ct fetch DEST` and point `public_ct_root` at `DEST` "
             "(in the profile's `common` block, or `make book PUBLIC_CT_ROOT=DEST`); the README's "
             "section *The public CT cases* says more."
         )
@@ -230,7 +230,7 @@ def open_public_ct(manifest: str | os.PathLike = DEFAULT_MANIFEST,
         problems.append(
             f"public_ct_root = {setting!r} ({root_path}) holds {len(present)} of the {len(table)} cases "
             f"({', '.join(present)}), not all of them intact. Point public_ct_root at a folder with all "
-            "of them (python -m sapsam_utils.public_ct fetch DEST downloads them), or at an empty "
+            "of them (python -m sapsam_utils.data.public_ct fetch DEST downloads them), or at an empty "
             "folder to build the book without them"
         )
         raise ManifestError(manifest_path, problems)
@@ -384,7 +384,7 @@ def verify_series(case: Case, folder: Path, expected_images: int | None, series_
 
     Every image of the series is there (``expected_images``, the archive's count), all of one CT
     series, instance numbers contiguous and in the order of the slice positions, slices evenly
-    spaced with no gap (:func:`sapsam_utils.loading.dicom_slice_order`).
+    spaced with no gap (:func:`sapsam_utils.data.loading.dicom_slice_order`).
 
     Returns
     -------
@@ -556,7 +556,7 @@ def _parse_series(values: Sequence[str] | None) -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sapsam_utils.public_ct",
+        prog="python -m sapsam_utils.data.public_ct",
         description="The study's four public chest CT cases (The Cancer Imaging Archive): fetch them, or check a folder.",
     )
     sub = parser.add_subparsers(dest="command", required=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .evaluation import aggregate, confusion_matrix, roc_auc
+from ..learning.evaluation import aggregate, confusion_matrix, roc_auc
 
 
 def learning_curves(histories: dict[str, pd.DataFrame], axes=None, x: str = "epoch"):
@@ -17,7 +17,7 @@ def learning_curves(histories: dict[str, pd.DataFrame], axes=None, x: str = "epo
     Parameters
     ----------
     histories : dict
-        Name -> ``history.csv`` table (:func:`sapsam_utils.training.fit`).
+        Name -> ``history.csv`` table (:func:`sapsam_utils.learning.training.fit`).
     axes : pair of matplotlib axes, optional
     x : str
         The history column on the x axis (``epoch``, or e.g. ``images`` seen).
@@ -108,7 +108,7 @@ def kaplan_meier(groups: dict, ax=None, at_risk: bool = True, title: str = ""):
     ----------
     groups : dict
         Name -> fitted ``lifelines.KaplanMeierFitter`` (e.g. ``km_logrank(...)["fitters"]`` of
-        :mod:`sapsam_utils.survival`), times in years.
+        :mod:`sapsam_utils.learning.survival`), times in years.
     ax : matplotlib axes, optional
     at_risk : bool
         Add the table of subjects at risk, censored and dead under the x axis
@@ -137,7 +137,7 @@ def map_over_projection(image: np.ndarray, cam: np.ndarray | None = None, truth:
     ----------
     image : numpy.ndarray
         A sub-region image ``(H, W, C)`` in [0, 1] (shown as RGB windows,
-        :func:`~sapsam_utils.projections.rgb`) or a grey ``(H, W)`` image.
+        :func:`~sapsam_utils.imaging.projections.rgb`) or a grey ``(H, W)`` image.
     cam : numpy.ndarray, optional
         The map on the image's pixels ``(H, W)`` (upsampled); shown normalised to its maximum
         (jet, ``alpha``). An all-zero map is drawn as nothing and says so.
@@ -146,7 +146,7 @@ def map_over_projection(image: np.ndarray, cam: np.ndarray | None = None, truth:
     aspect : float
         A pixel's height / width (e.g. the grid spacing of the image's rows over its columns).
     """
-    from .projections import rgb
+    from ..imaging.projections import rgb
 
     if ax is None:
         _, ax = plt.subplots(figsize=(2.2, 3.6))
@@ -215,14 +215,14 @@ def psam_pair(axes, scan, region: str, sign: str, image: np.ndarray, cam: np.nda
               title: str = ""):
     """The paper's Fig. 3 for one sub-region image: a CT slice beside the map over the projection.
 
-    Left: the axial slice of ``scan`` (a :class:`~sapsam_utils.projections.GridScan`) through the
+    Left: the axial slice of ``scan`` (a :class:`~sapsam_utils.imaging.projections.GridScan`) through the
     most voxels of ``sign`` in the sub-region's block (its middle when there are none), the sign's
     truth in red, the sub-region's columns in yellow. Right: :func:`map_over_projection` of the
     sub-region's axial image ``image`` with its map ``cam`` and projected ``truth``. Both keep the
     grid's aspect.
     """
-    from .gradcam import sign_voxels
-    from .regions import region_slices
+    from ..learning.gradcam import sign_voxels
+    from ..core.regions import region_slices
 
     zs, _, xs = region_slices(scan.hu.shape)[region]
     voxels = sign_voxels(scan.signs, sign) if scan.signs is not None else np.zeros(scan.hu.shape, dtype=bool)
@@ -236,7 +236,7 @@ def psam_pair(axes, scan, region: str, sign: str, image: np.ndarray, cam: np.nda
 
 
 def randomisation(curve: pd.DataFrame, target: float | None = None, marked_step: int | None = None, ax=None):
-    """The cascading randomisation check (:func:`sapsam_utils.gradcam.randomisation_curve`): the
+    """The cascading randomisation check (:func:`sapsam_utils.learning.gradcam.randomisation_curve`): the
     median ``|rho|`` with its interquartile band and the median signed rho (dashed) after each
     step, from "none" (the trained model, 1) on; ``target`` as a dotted line, ``marked_step`` as
     a dashed one."""

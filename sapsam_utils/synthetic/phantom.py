@@ -1,6 +1,6 @@
 """Synthetic chest CT phantoms with voxel-exact truth: the study's embedded default data.
 
-:func:`make_phantom` turns a row of sparse labels (the 24 :data:`~sapsam_utils.regions.LABEL_COLUMNS`)
+:func:`make_phantom` turns a row of sparse labels (the 24 :data:`~sapsam_utils.core.regions.LABEL_COLUMNS`)
 and a seed into a chest CT in Hounsfield units together with its truth: the lung envelope (right /
 left), one label volume of the signs, and the labels that the signs imply.
 
@@ -12,14 +12,14 @@ texture; the vessel trees; the pre-existing condition of each sub-region
 (:func:`preexisting_conditions`). What
 belongs to one scan comes from ``seed``: where and how each sign is drawn, and the scanner
 noise. The longitudinal scans of one patient therefore share one ``anatomy_seed`` and differ in
-``seed`` (``phantom:<anatomy_seed>:<seed>`` in the manifest, :mod:`sapsam_utils.manifest`):
+``seed`` (``phantom:<anatomy_seed>:<seed>`` in the manifest, :mod:`sapsam_utils.data.manifest`):
 same body and lungs, signs that come and go. ``anatomy_seed`` defaults to ``seed``.
 
 How a phantom is built
 ----------------------
 Everything is defined in millimetres in a patient frame centred on the field of view (FOV), so a
 phantom looks the same on any grid; the grid only samples it (the FOV is ``shape * spacing``).
-Arrays are ``(z, y, x)`` in LPS (see :mod:`sapsam_utils.volume`): ``z`` upwards, ``y`` front to
+Arrays are ``(z, y, x)`` in LPS (see :mod:`sapsam_utils.core.volume`): ``z`` upwards, ``y`` front to
 back, ``x`` from the patient's right to left, so the right lung lies at low ``x``. In order:
 
 1. **Patient** (:func:`draw_anatomy`): thoracic cavity size, fat and muscle thickness, lung
@@ -36,7 +36,7 @@ back, ``x`` from the patient's right to left, so the right lung lies at low ``x`
    the top), above a diaphragm of two domes (right higher, posterior recess deepest), minus the
    mediastinum (narrow in front, widest around the trachea and great vessels above the heart),
    heart, aorta and spine. The envelope never depends on the labels: it is built first, then the
-   lung box and the six sub-regions (:func:`sapsam_utils.regions.region_slices`) are computed
+   lung box and the six sub-regions (:func:`sapsam_utils.core.regions.region_slices`) are computed
    from it, then the signs are planted inside it.
 4. **Mediastinum and spine**: heart (anterior, left, resting on the left dome), ascending aorta,
    aortic arch and descending aorta; vertebral bodies (cortex, marrow, discs), spinal canal and
@@ -128,7 +128,7 @@ motion; the heart is a plain ellipsoid without chambers. Noise is stationary (re
 towards the body's centre and along the shoulders). Signs are single shapes; real CPA shows
 several lesions, fibrosis, volume loss and pleural changes that go together.
 
-Parenchyma HU (:mod:`sapsam_utils.realism`, eight control phantoms of ``data_manifest.csv`` on
+Parenchyma HU (:mod:`sapsam_utils.synthetic.realism`, eight control phantoms of ``data_manifest.csv`` on
 the 108 x 128 x 128 grid of 3.0 x 2.8 x 2.8 mm against the four real CTs of ``../shared/ct``
 measured on every second pixel in-plane, as in notebook 01): median -860 HU (real -879, -861,
 -869, -815), interquartile range 72 HU (real 65, 67, 113, 130; before the micro-texture and the
@@ -150,7 +150,7 @@ from typing import Mapping
 import numpy as np
 from scipy import ndimage
 
-from .regions import (
+from ..core.regions import (
     CAVITY_LUMEN,
     LABEL_COLUMNS,
     LABELS,
@@ -163,7 +163,7 @@ from .regions import (
     region_map,
     region_slices,
 )
-from .volume import Volume
+from ..core.volume import Volume
 
 #: Fraction of the lung box's extent that a sign keeps away from each inner cut of the box.
 REGION_MARGIN = 0.08
@@ -211,7 +211,7 @@ class Phantom:
     lungs : Volume
         uint8 lung envelope: 0 outside, ``LUNG_RIGHT`` / ``LUNG_LEFT``; it includes every sign.
     signs : Volume
-        uint8 sign truth: 0, :data:`~sapsam_utils.regions.SIGN_CODES` values, ``CAVITY_LUMEN``.
+        uint8 sign truth: 0, :data:`~sapsam_utils.core.regions.SIGN_CODES` values, ``CAVITY_LUMEN``.
     labels : dict
         The 24 label columns implied by ``signs`` (equal to the requested labels).
     tissue : Volume
@@ -1185,7 +1185,7 @@ def preexisting_conditions(anatomy_seed: int) -> dict[str, str]:
     Returns
     -------
     dict
-        Region (:data:`~sapsam_utils.regions.REGIONS`) -> condition (a key of
+        Region (:data:`~sapsam_utils.core.regions.REGIONS`) -> condition (a key of
         :data:`PREEXISTING_CONDITIONS`), whether or not the region has a pre-existing label: each
         sub-region's condition follows the paper's proportions; with probability
         :data:`PREEXISTING_SAME_CONDITION` it is the patient's main condition.
@@ -1240,7 +1240,7 @@ def make_phantom(
     Parameters
     ----------
     labels : Mapping[str, int]
-        Some of the 24 :data:`~sapsam_utils.regions.LABEL_COLUMNS` -> 0/1; missing ones count as
+        Some of the 24 :data:`~sapsam_utils.core.regions.LABEL_COLUMNS` -> 0/1; missing ones count as
         0. ``<region>_fungus_ball = 1`` requires ``<region>_cavity = 1``.
     seed : int
         Scan seed (>= 0): where and how the signs are drawn, and the scanner noise.

@@ -5,12 +5,12 @@ One row per CT study. Columns, in this order:
 * ``patient_id``, ``scan_id`` (unique; letters, digits, ``.``, ``_``, ``-``, since it names the
   scan's folder), ``scan_date`` (ISO date ``YYYY-MM-DD``), ``source``, ``group``
   (``control`` | ``cpa``);
-* the 24 sparse labels :data:`~sapsam_utils.regions.LABEL_COLUMNS`, 0 or 1;
+* the 24 sparse labels :data:`~sapsam_utils.core.regions.LABEL_COLUMNS`, 0 or 1;
 * ``death_date`` (ISO date, blank if alive at last follow-up), ``last_followup_date`` (ISO date);
 * optional ``lung_mask`` and ``lesion_mask``: label volumes on the scan's grid (blank when absent).
 
 ``source`` is a DICOM series folder, a NIfTI file (``.nii`` / ``.nii.gz``), or a synthetic scan
-made by :mod:`sapsam_utils.phantom` from the row's labels: ``phantom:<anatomy_seed>:<seed>``
+made by :mod:`sapsam_utils.synthetic.phantom` from the row's labels: ``phantom:<anatomy_seed>:<seed>``
 (the patient's anatomy, then the scan's own signs and noise: a patient's scans share the first
 number) or ``phantom:<seed>`` (short for ``phantom:<seed>:<seed>``); the seeds are non-negative
 integers. Relative paths in ``source``, ``lung_mask`` and ``lesion_mask`` are relative to the
@@ -42,8 +42,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cache import atomic_file
-from .regions import LABEL_COLUMNS
+from ..core.cache import atomic_file
+from ..core.regions import LABEL_COLUMNS
 
 #: Identification columns, first in the manifest.
 ID_COLUMNS = ("patient_id", "scan_id", "scan_date", "source", "group")
@@ -273,7 +273,7 @@ def read_manifest(path: str | os.PathLike, check_paths: bool = True,
         Check that every source and label path exists (relative to ``base_dir``).
     base_dir : path-like, optional
         The folder that relative paths resolve against; default: the manifest's folder. (The
-        public cases' manifest resolves against ``public_ct_root``: :mod:`sapsam_utils.public_ct`.)
+        public cases' manifest resolves against ``public_ct_root``: :mod:`sapsam_utils.data.public_ct`.)
 
     Returns
     -------
