@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from sapsam_utils.core.cache import stage_dir
+from sapsam_utils.stages.workdir import stage_dir
 from sapsam_utils.synthetic.cohort import build_scans, scans_stage_params
 from sapsam_utils.stages.datasets import build_datasets, preprocess_cohort
 from sapsam_utils.data.manifest import read_manifest

@@ -79,7 +79,7 @@ def make_project(tmp_path):
 
 def results_cell(stem: str, metrics: dict) -> str:
     """Source of a cell that writes ``metrics`` as the notebook's results."""
-    return ("from sapsam_utils.core.cache import write_results\n"
+    return ("from sapsam_utils.stages.workdir import write_results\n"
             f"write_results(workdir, {stem!r}, {metrics!r})")
 
 

@@ -39,7 +39,7 @@ import SimpleITK as sitk
 import yaml
 
 from sapsam_utils.report import runner
-from sapsam_utils.core.cache import current_stage, stage_dir
+from sapsam_utils.stages.workdir import current_stage, stage_dir
 from sapsam_utils.synthetic.cohort import ScanBuildError, build_scans, scans_stage_params
 from sapsam_utils.data.loading import LoadError
 from sapsam_utils.data.manifest import ALL_COLUMNS, ManifestError, read_manifest

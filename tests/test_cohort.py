@@ -27,7 +27,7 @@ from sapsam_utils.synthetic.cohort import (
 from sapsam_utils.data.manifest import ALL_COLUMNS, normalise, phantom_seeds, read_manifest, write_manifest
 from sapsam_utils.core.paths import project_path, shared_ct_dir
 from sapsam_utils.synthetic.phantom import PREEXISTING_CONDITIONS
-from sapsam_utils.report.summary import PAPER_NUMBERS, load_paper_numbers
+from sapsam_utils.core.paper import PAPER_NUMBERS, load_paper_numbers
 from sapsam_utils.synthetic.realism import body_mask, body_size_mm, hu_distance, lung_estimate, realism_measures
 from sapsam_utils.core.regions import LABEL_COLUMNS, LABELS, REGIONS, lung_box, region_labels, region_map
 from sapsam_utils.core.volume import Volume, read_volume

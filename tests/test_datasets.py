@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sapsam_utils.core import cache
+from sapsam_utils.core import files
+from sapsam_utils.stages import workdir
 from sapsam_utils.stages import datasets
 from sapsam_utils.data.manifest import ALL_COLUMNS
 from sapsam_utils.imaging.projections import ProjectionParams, project_volume
@@ -36,8 +37,8 @@ def manifest_rows(n_control=4, n_cpa=4):
 def workdir(tmp_path):
     """A workdir with hand-made ``scans`` and ``masks`` stages (the control scans have no truth)."""
     cohort = manifest_rows()
-    scans = cache.stage_dir(tmp_path, "scans", {"test": 1})
-    masks = cache.stage_dir(tmp_path, "masks", {"test": 1}, upstream=scans.name)
+    scans = workdir.stage_dir(tmp_path, "scans", {"test": 1})
+    masks = workdir.stage_dir(tmp_path, "masks", {"test": 1}, upstream=scans.name)
     cohort.to_csv(scans / "cohort.csv", index=False)
     rng = np.random.default_rng(0)
     for _, row in cohort.iterrows():
@@ -115,8 +116,8 @@ def test_preprocess_store_and_resume(workdir, monkeypatch):
     assert len(files) == 9
     # storage round trip: the stored images are the quantised projections of the stage's volumes
     data = datasets.read_scan_npz(stage / "scans" / "S4_0.npz")
-    scans_dir = workdir / "scans" / cache.current_stage(workdir, "scans")[0]
-    masks_dir = cache.current_stage(workdir, "masks")[1]
+    scans_dir = workdir / "scans" / workdir.current_stage(workdir, "scans")[0]
+    masks_dir = workdir.current_stage(workdir, "masks")[1]
     ct = read_volume(scans_dir / "S4_0" / "ct.nii.gz")
     mask = read_volume(masks_dir / "S4_0" / "refined.nii.gz")
     signs = read_volume(scans_dir / "S4_0" / "truth_signs.nii.gz")
@@ -182,7 +183,7 @@ def test_datasets_split_by_patient_and_load(workdir):
         assert whole.truth["axial"].shape == (n_scans * 8, 16, 16, 4)
         # rows match the per-scan arrays; labels come from the manifest
         scan_id = whole.records["scan_id"].iloc[-1]
-        data = datasets.read_scan_npz(stage.parent.parent / "projections" / cache.current_stage(workdir, "projections")[0]
+        data = datasets.read_scan_npz(stage.parent.parent / "projections" / workdir.current_stage(workdir, "projections")[0]
                                       / "scans" / f"{scan_id}.npz")
         np.testing.assert_array_equal(whole.images["sagittal"][-8:], data["whole_sagittal"])
         np.testing.assert_array_equal(

@@ -11,6 +11,7 @@ import nbformat
 import pytest
 
 from conftest import results_cell
+from sapsam_utils.core.paper import PAPER_NUMBERS, load_paper_numbers
 from sapsam_utils.report import provenance, runner, summary
 from sapsam_utils.learning.training import TrainParams
 from sapsam_utils.report.provenance import Provenance
@@ -199,7 +200,7 @@ def test_notebook_record_hashes_the_manifest_the_notebooks_read(root):
 # --- the summary page --------------------------------------------------------------------------
 
 def test_paper_numbers_name_toc_notebooks(root):
-    rows = summary.load_paper_numbers(root / summary.PAPER_NUMBERS)
+    rows = load_paper_numbers(root / PAPER_NUMBERS)
     assert rows and {row["notebook"] for row in rows} <= set(STEMS)
 
 

@@ -31,7 +31,8 @@ import pytest
 
 from sapsam_utils.synthetic import cohort
 from sapsam_utils.imaging import segmentation
-from sapsam_utils.core.cache import atomic_file, current_stage, stage_dir
+from sapsam_utils.core.files import atomic_file
+from sapsam_utils.stages.workdir import current_stage, stage_dir
 from sapsam_utils.synthetic.cohort import ScanBuildError, build_scans, scans_stage_params, simulate_cohort
 from sapsam_utils.data.manifest import read_manifest, write_manifest
 from sapsam_utils.core.parallel import WorkerDied
@@ -66,7 +67,7 @@ import os, signal, sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 import test_interrupted_runs as t
-from sapsam_utils.core.cache import atomic_file
+from sapsam_utils.core.files import atomic_file
 module = __import__("sapsam_utils." + {module!r}, fromlist=["write_volume"])
 real, calls = module.write_volume, [0]
 def write_volume(volume, path):

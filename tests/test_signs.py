@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sapsam_utils.core import cache
+from sapsam_utils.core import files
+from sapsam_utils.stages import workdir
 from sapsam_utils.stages import datasets
 from sapsam_utils.learning import signs
 from sapsam_utils.core.regions import LABELS, REGIONS
@@ -108,16 +109,16 @@ def test_scores_by_level_and_table2():
 def test_projection_variant_leaves_the_main_run_current(workdir):  # noqa: F811
     datasets.preprocess_cohort(workdir, PARAMS, n_jobs=1, progress=False)
     main = datasets.build_datasets(workdir, fractions=(0.5, 0.25, 0.25), seed=0, progress=False)
-    before = {s: cache.current_stage(workdir, s)[0] for s in ("projections", "datasets")}
+    before = {s: workdir.current_stage(workdir, s)[0] for s in ("projections", "datasets")}
     with datasets.projection_variant(workdir, statistic="weighted", progress=False) as variant:
         assert variant.statistic == "weighted"
-        _, inside = cache.current_stage(workdir, "datasets")
+        _, inside = workdir.current_stage(workdir, "datasets")
         assert inside != main
         # the same patients in each split
         assert pd.read_csv(inside / "splits.csv").equals(pd.read_csv(main / "splits.csv"))
-        stored = json.loads((cache.current_stage(workdir, "projections")[1] / "stage.json").read_text())
+        stored = json.loads((workdir.current_stage(workdir, "projections")[1] / "stage.json").read_text())
         assert stored["params"]["statistic"] == "weighted"
-    assert {s: cache.current_stage(workdir, s)[0] for s in ("projections", "datasets")} == before
+    assert {s: workdir.current_stage(workdir, s)[0] for s in ("projections", "datasets")} == before
     assert not (workdir / "models" / "current.json").exists()  # no models stage before: none after
     with pytest.raises(ValueError, match="not projection parameters"):
         with datasets.projection_variant(workdir, statistc="weighted"):

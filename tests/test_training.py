@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sapsam_utils.core import cache
+from sapsam_utils.core import files
+from sapsam_utils.stages import workdir
 from sapsam_utils.learning import training
 from sapsam_utils.stages.datasets import SPLITS
 from sapsam_utils.learning.training import ImageBatches, TrainParams, epoch_rows, fit, predict_probabilities
@@ -111,7 +112,7 @@ def test_deterministic_and_resumes_where_it_stopped(tmp_path):
 
 def fake_datasets_stage(workdir, n_patients=(6, 2, 2), size=(16, 16), rotations=2):
     """A hand-made ``datasets`` stage of whole-scan images: 2 scans per patient, alternating groups."""
-    stage = cache.stage_dir(workdir, "datasets", {"fake": 1}, upstream="x")
+    stage = workdir.stage_dir(workdir, "datasets", {"fake": 1}, upstream="x")
     rng = np.random.default_rng(0)
     for split, n in zip(SPLITS, n_patients):
         rows = []
@@ -126,7 +127,7 @@ def fake_datasets_stage(workdir, n_patients=(6, 2, 2), size=(16, 16), rotations=
         images = rng.integers(0, 80, (len(records), *size)).astype(np.uint8)
         images[records["disease"].to_numpy() == 1, 2:8, 2:8] = 240
         np.save(stage / split / "whole_axial.npy", images)
-    cache.write_json(stage / "datasets.json", {"fake": True})
+    files.write_json(stage / "datasets.json", {"fake": True})
     return stage
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .cache import atomic_file
+from .files import atomic_file
 
 CANONICAL_ORIENTATION = "LPS"
 

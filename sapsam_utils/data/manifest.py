@@ -42,7 +42,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core.cache import atomic_file
+from ..core.files import atomic_file
 from ..core.regions import LABEL_COLUMNS
 
 #: Identification columns, first in the manifest.

@@ -51,7 +51,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..core.cache import atomic_dir
+from ..core.files import atomic_dir
 from .manifest import ManifestError, read_manifest, resolve_path, validate_manifest
 from ..core.paths import project_path
 

@@ -96,7 +96,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 from tqdm.auto import tqdm
 
-from ..core.cache import atomic_dir, write_json
+from ..core.files import atomic_dir, write_json
 from .metrics import (
     dice,
     inside_share,

@@ -1,6 +1,6 @@
 """Training the classifiers: seeded balanced batches, the paper's recipe, and the ``models`` stage.
 
-The ``models`` stage (see :mod:`sapsam_utils.core.cache`)::
+The ``models`` stage (see :mod:`sapsam_utils.stages.workdir`)::
 
     models/<key>/stage.json                 training parameters and the datasets key
     models/<key>/<model name>/model.keras   the best epoch by validation loss (the paper's checkpoint)
@@ -37,7 +37,8 @@ import keras
 import numpy as np
 import pandas as pd
 
-from ..core import cache
+from ..core import files
+from ..stages import workdir
 from ..imaging.augment import augment_batch
 from ..stages.datasets import SPLITS, balanced_indices, check_patient_splits, load_split, to_unit
 from .models import build_classifier
@@ -200,12 +201,12 @@ def reseed(model: keras.Model, seed: int, epoch: int) -> None:
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> None:
-    with cache.atomic_file(path) as tmp:
+    with files.atomic_file(path) as tmp:
         table.to_csv(tmp, index=False)
 
 
 def _save_model(model: keras.Model, path: Path) -> None:
-    with cache.atomic_file(path) as tmp:
+    with files.atomic_file(path) as tmp:
         model.save(tmp)
 
 
@@ -312,9 +313,9 @@ def prediction_table(records: pd.DataFrame, labels: np.ndarray, probability: np.
 def models_stage(workdir: str | os.PathLike, params: TrainParams, extra: dict | None = None) -> Path:
     """The ``models/<key>`` folder of these training parameters on the last ``datasets`` run, and
     of ``extra`` when given (a fine-tuned model's base and its changes, labels given per scan)."""
-    datasets_key, _ = cache.current_stage(workdir, "datasets")
+    datasets_key, _ = workdir.current_stage(workdir, "datasets")
     key_params = params.as_dict() if not extra else {**params.as_dict(), **extra}
-    return cache.stage_dir(workdir, "models", key_params, upstream=datasets_key)
+    return workdir.stage_dir(workdir, "models", key_params, upstream=datasets_key)
 
 
 def model_name(task: str, architecture: str, axis: str) -> str:
@@ -425,7 +426,7 @@ def train_model(
         _write_csv(table, folder / f"predictions_{split}.csv")
         tables.append(table.assign(split=split))
     check_patient_splits(pd.concat(tables))
-    cache.write_json(folder / "done.json", {"task": task, "axis": axis, "kind": kind, "label": label, "predict": predict,
+    files.write_json(folder / "done.json", {"task": task, "axis": axis, "kind": kind, "label": label, "predict": predict,
                                             "base": extra.get("base"),
                                             "params": params.as_dict(), "seconds_train": seconds_train,
                                             "seconds_predict": time.perf_counter() - t0})

@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
-from sapsam_utils.core.cache import write_json
+from sapsam_utils.core.files import write_json
 from sapsam_utils.core.paths import project_path
 
 DISTRIBUTION = "sapsam-utils"

@@ -16,33 +16,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from sapsam_utils.core import cache
+from sapsam_utils.core.paper import PAPER_NUMBERS, load_paper_numbers
 from sapsam_utils.core.paths import project_path
+from sapsam_utils.core.results import Estimate
 from sapsam_utils.report.provenance import Provenance
+from sapsam_utils.stages.workdir import read_results as read_chapter_results
+from sapsam_utils.stages.workdir import results_path
 
-PAPER_NUMBERS = "book/paper_numbers.yaml"
 NOT_REPRODUCED = "not yet reproduced"
 #: A chapter that ran but whose parameters left this number out (e.g. an axis the profile skips).
 NOT_IN_RUN = "not measured in this run (the chapter's parameters leave it out)"
 #: Shown for a row that needs the public CT cases when its notebook did not find them.
 NOT_AVAILABLE = "not measured: public CT not available"
-REQUIRED_KEYS = ("notebook", "quantity", "paper", "key")
-#: What an optional ``needs`` of a row may name: the data the number is measured on.
-NEEDS = ("public_ct",)
-
-
-def load_paper_numbers(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The rows of ``paper_numbers.yaml``, checked to have ``notebook, quantity, paper, key``."""
-    rows = yaml.safe_load(Path(path).read_text()) or []
-    for number, row in enumerate(rows, start=1):
-        missing = [k for k in REQUIRED_KEYS if k not in row]
-        if missing:
-            raise ValueError(f"{path}: row {number} ({row}) lacks {missing}")
-        if row.get("needs", NEEDS[0]) not in NEEDS:
-            raise ValueError(f"{path}: row {number}: needs {row['needs']!r} is not one of {NEEDS}")
-    return rows
 
 
 def read_results(record: Provenance) -> dict[str, dict[str, Any] | None]:
@@ -50,7 +35,7 @@ def read_results(record: Provenance) -> dict[str, dict[str, Any] | None]:
     results = {}
     for stem, nb in record.notebooks.items():
         workdir = project_path(nb["parameters"].get("workdir", "work/default"))
-        results[stem] = cache.read_results(workdir, stem) if (workdir / "results" / f"{stem}.json").is_file() else None
+        results[stem] = read_chapter_results(workdir, stem) if results_path(workdir, stem).is_file() else None
     return results
 
 
@@ -79,11 +64,10 @@ def ours(row: dict[str, Any], results: dict[str, dict[str, Any] | None]) -> str:
         return NOT_AVAILABLE
     if row["key"] not in metrics:
         return NOT_REPRODUCED if metrics.get("implemented") is False else NOT_IN_RUN
-    value = format_value(metrics[row["key"]])
-    low, high = metrics.get(f"{row['key']}_ci_low"), metrics.get(f"{row['key']}_ci_high")
-    if low is not None and high is not None:  # a 95 % confidence interval written beside the number
-        value += f" [{format_value(low)}, {format_value(high)}]"
-    return value
+    estimate = Estimate.read(metrics, row["key"])
+    if estimate.has_interval:  # a 95 % confidence interval written beside the number
+        return estimate.text(3, significant=True)
+    return format_value(estimate.value)
 
 
 def render_summary(rows: list[dict[str, Any]], results: dict[str, dict[str, Any] | None],

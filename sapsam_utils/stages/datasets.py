@@ -1,6 +1,6 @@
 """The image data sets of the classifiers: per-scan projections, patient splits, balancing, storage.
 
-Two ``workdir`` stages (see :mod:`sapsam_utils.core.cache`):
+Two ``workdir`` stages (see :mod:`sapsam_utils.stages.workdir`):
 
 ``projections/<key>/`` (upstream: the ``masks`` key; parameters: :class:`ProjectionParams`)
     ``scans/<scan_id>.npz``: every image of one scan for every rotation (written atomically;
@@ -48,7 +48,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core import cache
+from ..core import files
+from ..stages import workdir
 from ..synthetic.cohort import two_year_death
 from ..core.parallel import map_jobs
 from ..imaging.projections import AXES, ProjectionParams, ScanImages, project_volume
@@ -103,7 +104,7 @@ def save_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray], comp
     zlib level 1 instead of ``np.savez_compressed``'s 6: three times faster on these images for
     about 10 % more bytes (the truth maps, mostly zeros, compress either way).
     """
-    with cache.atomic_file(path) as tmp:
+    with files.atomic_file(path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=compresslevel) as archive:
             for name, value in arrays.items():
                 with archive.open(f"{name}.npy", "w", force_zip64=True) as fh:
@@ -189,7 +190,7 @@ def upstream_stages(workdir: str | os.PathLike) -> tuple[str, Path, Path]:
     The scans folder is the one the masks were computed from (the masks stage's upstream), not
     merely the last cohort run.
     """
-    masks_key, masks_dir = cache.current_stage(workdir, "masks")
+    masks_key, masks_dir = workdir.current_stage(workdir, "masks")
     record = json.loads((masks_dir / "stage.json").read_text())
     scans_dir = Path(workdir) / "scans" / str(record["upstream"])
     if not (scans_dir / "cohort.csv").is_file():
@@ -224,7 +225,7 @@ def preprocess_cohort(
     """
 
     masks_key, masks_dir, scans_dir = upstream_stages(workdir)
-    stage = cache.stage_dir(workdir, "projections", params.as_dict(), upstream=masks_key)
+    stage = workdir.stage_dir(workdir, "projections", params.as_dict(), upstream=masks_key)
     out_dir = stage / "scans"
     out_dir.mkdir(exist_ok=True)
     for leftover in out_dir.glob(".tmp-*"):
@@ -384,7 +385,7 @@ def build_datasets(
 ) -> Path:
     """Split the last ``projections`` run by patient and write the per-split arrays (``datasets``).
 
-    A split folder is written whole or not at all (:func:`sapsam_utils.core.cache.atomic_dir`);
+    A split folder is written whole or not at all (:func:`sapsam_utils.core.files.atomic_dir`);
     a complete stage (``datasets.json`` present) is reused as it is.
 
     Returns
@@ -394,10 +395,10 @@ def build_datasets(
     """
     from tqdm.auto import tqdm
 
-    proj_key, proj_dir = cache.current_stage(workdir, "projections")
+    proj_key, proj_dir = workdir.current_stage(workdir, "projections")
     _, _, scans_dir = upstream_stages(workdir)
     params = {"fractions": [float(f) for f in fractions], "seed": int(seed)}
-    stage = cache.stage_dir(workdir, "datasets", params, upstream=proj_key)
+    stage = workdir.stage_dir(workdir, "datasets", params, upstream=proj_key)
     if (stage / "datasets.json").is_file():
         return stage
     cohort = pd.read_csv(scans_dir / "cohort.csv", dtype=str, keep_default_na=False)
@@ -429,7 +430,7 @@ def build_datasets(
     for split in SPLITS:
         part = cohort[split_of == split].reset_index(drop=True)
         whole, regions = _records(part, rotations, has_truth)
-        with cache.atomic_dir(stage / split) as tmp:
+        with files.atomic_dir(stage / split) as tmp:
             whole.to_csv(tmp / "whole.csv", index=False)
             regions.to_csv(tmp / "regions.csv", index=False)
             arrays = {}
@@ -460,7 +461,7 @@ def build_datasets(
     bar.close()
     summary["shapes"] = {k: list(v[1:] if k.startswith("whole_") else v[2:]) for k, v in shapes.items()}
     summary["rotations"] = rotations.tolist()
-    cache.write_json(stage / "datasets.json", summary)  # last: marks the stage complete
+    files.write_json(stage / "datasets.json", summary)  # last: marks the stage complete
     return stage
 
 
@@ -471,22 +472,22 @@ def projection_variant(workdir: str | os.PathLike, n_jobs: int = 1, progress: bo
 
     The variant is projected (or found finished) and split with the main run's split fractions and
     seed, so its splits hold the same patients; models trained inside the block go to their own
-    ``models`` folder. See :func:`sapsam_utils.core.cache.side_run`.
+    ``models`` folder. See :func:`sapsam_utils.core.workdir.side_run`.
 
     Yields
     ------
     ProjectionParams
         The variant's parameters.
     """
-    _, proj_dir = cache.current_stage(workdir, "projections")
-    _, data_dir = cache.current_stage(workdir, "datasets")
+    _, proj_dir = workdir.current_stage(workdir, "projections")
+    _, data_dir = workdir.current_stage(workdir, "datasets")
     params = json.loads((proj_dir / "stage.json").read_text())["params"]
     unknown = sorted(set(changes) - set(params))
     if unknown:
         raise ValueError(f"projection_variant: {unknown} are not projection parameters ({sorted(params)})")
     variant = ProjectionParams(**{**params, **changes})
     split = json.loads((data_dir / "stage.json").read_text())["params"]
-    with cache.side_run(workdir, ("projections", "datasets", "models")):
+    with workdir.side_run(workdir, ("projections", "datasets", "models")):
         preprocess_cohort(workdir, variant, n_jobs=n_jobs, progress=progress)
         build_datasets(workdir, tuple(split["fractions"]), split["seed"], progress=progress)
         yield variant
@@ -537,7 +538,7 @@ def load_split(
     """
     if kind not in ("whole", "regions") or split not in SPLITS:
         raise ValueError(f"kind must be 'whole' or 'regions' and split one of {SPLITS}, got {kind!r}, {split!r}")
-    _, stage = cache.current_stage(workdir, "datasets")
+    _, stage = workdir.current_stage(workdir, "datasets")
     folder = stage / split
     if not (stage / "datasets.json").is_file() or not folder.is_dir():
         raise FileNotFoundError(f"{folder}: the datasets stage is incomplete; rerun 03_projections")

@@ -58,7 +58,7 @@ Turns each selected manifest row into ``<out_dir>/<scan_id>/``: ``ct.nii.gz`` (i
 ``truth_lungs.nii.gz`` (phantom truth, or the manifest's ``lung_mask``), ``truth_signs.nii.gz``
 (phantoms only), ``lesions.nii.gz`` (the manifest's ``lesion_mask``), ``scan.json``; and
 ``<out_dir>/cohort.csv`` (the selected rows, file paths made absolute). Each scan is written
-through :func:`sapsam_utils.core.cache.atomic_dir`, so a scan folder that exists is complete: a rerun
+through :func:`sapsam_utils.core.files.atomic_dir`, so a scan folder that exists is complete: a rerun
 skips it and an interrupted run resumes.
 """
 
@@ -74,7 +74,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from ..core.cache import atomic_dir, write_json
+from ..core.files import atomic_dir, write_json
 from ..data.loading import load_label, load_source
 from ..data.manifest import (
     ALL_COLUMNS,
@@ -611,7 +611,7 @@ def build_scans(manifest: pd.DataFrame, manifest_dir: str | os.PathLike, out_dir
     manifest_dir : path-like
         The manifest's folder (relative paths are relative to it).
     out_dir : path-like
-        The stage folder (:func:`sapsam_utils.core.cache.stage_dir`).
+        The stage folder (:func:`sapsam_utils.stages.workdir.stage_dir`).
     phantom_shape, phantom_spacing, difficulty
         Grid and difficulty of the phantoms (:func:`sapsam_utils.synthetic.phantom.make_phantom`).
     n_jobs : int

@@ -4,14 +4,8 @@ import json
 
 import pytest
 
-from sapsam_utils.core.cache import (
-    atomic_dir,
-    current_stage,
-    read_results,
-    stage_dir,
-    stage_key,
-    write_results,
-)
+from sapsam_utils.core.files import atomic_dir
+from sapsam_utils.stages.workdir import current_stage, read_results, stage_dir, stage_key, write_results
 
 
 def test_stage_key_depends_on_params_and_upstream_not_on_key_order():
