@@ -1,11 +1,17 @@
-"""The workdir cache: keys change with parameters, writes are all-or-nothing."""
+"""The workdir: keys change with parameters, writes are all-or-nothing, results stay JSON, and
+its files are read through named readers."""
 
 import json
+import math
 
+import pandas as pd
 import pytest
 
-from sapsam_utils.core.files import atomic_dir
-from sapsam_utils.stages.workdir import current_stage, read_results, stage_dir, stage_key, write_results
+from sapsam_utils.core.files import atomic_dir, write_json
+from sapsam_utils.core.paper import load_paper_numbers, paper_value, paper_values
+from sapsam_utils.core.results import Estimate
+from sapsam_utils.stages.workdir import (current_stage, model_record, read_cohort, read_results, stage_dir,
+                                         stage_key, stage_params, upstream_dir, write_results)
 
 
 def test_stage_key_depends_on_params_and_upstream_not_on_key_order():
@@ -58,3 +64,48 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_json_writes_missing_numbers_as_null_never_bare_nan(tmp_path):
+    path = write_json(tmp_path / "r.json", {"auc": float("nan"), "hr": math.inf, "n": 3, "nested": [float("nan")]})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"auc": None, "hr": None, "n": 3, "nested": [None]}
+
+
+def test_results_flatten_an_estimate_to_the_keys_the_summary_reads(tmp_path):
+    write_results(tmp_path, "04_disease_classifier", {
+        "auc": Estimate(0.9, 0.8, 0.95), "margin": Estimate(0.1, float("nan"), float("nan")),
+        "n": 34, "point": Estimate(0.5)})
+    assert read_results(tmp_path, "04_disease_classifier") == {
+        "auc": 0.9, "auc_ci_low": 0.8, "auc_ci_high": 0.95, "margin": 0.1, "margin_ci_low": None,
+        "margin_ci_high": None, "n": 34, "point": 0.5}
+    back = Estimate.read(read_results(tmp_path, "04_disease_classifier"), "auc")
+    assert back == Estimate(0.9, 0.8, 0.95) and back.text() == "0.900 [0.800, 0.950]" and back.excludes(0.5)
+    assert Estimate.read(read_results(tmp_path, "04_disease_classifier"), "margin").text() == "0.100"
+    assert Estimate.of({"difference": -0.2, "ci_low": -0.4, "ci_high": -0.01}).excludes(0.0)
+    assert not Estimate.of({"value": 0.1, "ci_low": -0.1, "ci_high": 0.3}).excludes(0.0)
+    assert Estimate(float("nan"), 0.1, 0.2).text() == "n/a"
+
+
+def test_stage_records_are_read_through_named_readers(tmp_path):
+    scans = stage_dir(tmp_path, "scans", {"n": 1})
+    masks = stage_dir(tmp_path, "masks", {"threshold_hu": -570.0}, upstream=scans.name)
+    assert stage_params(tmp_path, "masks") == {"threshold_hu": -570.0}
+    assert upstream_dir(masks, "scans") == scans
+    with pytest.raises(FileNotFoundError, match="cohort.csv: no cohort table"):
+        read_cohort(scans)
+    pd.DataFrame({"scan_id": ["007"], "RU_cavity": ["1"], "death_date": [""]}).to_csv(scans / "cohort.csv", index=False)
+    cohort = read_cohort(scans)
+    assert cohort.loc[0, "scan_id"] == "007" and cohort.loc[0, "death_date"] == ""  # text, no NaN, leading zeros kept
+    with pytest.raises(FileNotFoundError, match="not finished"):
+        model_record(tmp_path / "models" / "k" / "disease-vgg19-axial")
+
+
+def test_paper_numbers_come_from_one_file():
+    rows = load_paper_numbers()
+    assert paper_value("04_disease_classifier", "test_precision_image") == 0.974  # VGG19, axial, per image
+    assert paper_values("01_cohort", "manifest_")["manifest_scans"] == 352
+    assert len({(r["notebook"], r["key"]) for r in rows}) == len(rows), "a metric with two paper numbers"
+    with pytest.raises(KeyError, match="no row"):
+        paper_value("04_disease_classifier", "no_such_metric")
