@@ -169,7 +169,7 @@ def _dask_client(scheduler: str, n_jobs: int):
     from distributed import Client, LocalCluster
 
     if scheduler == "dask":
-        cluster = LocalCluster(n_workers=n_jobs, threads_per_worker=1, processes=True, dashboard_address=None,
+        cluster = LocalCluster(n_workers=n_jobs, threads_per_worker=1, processes=True, dashboard_address=":0",
                                env=_ONE_THREAD)
         with cluster, Client(cluster) as client:
             yield client
