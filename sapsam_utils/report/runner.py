@@ -9,9 +9,10 @@ Usage (from the project root, with the project's environment)::
 What it does, for each notebook chapter of ``_toc.yml`` (chapters named ``book/executed/<stem>``):
 
 1. merges the ``common`` block and the ``<stem>`` block of ``notebooks/params/<profile>.yaml``
-   (``--workdir`` overrides ``workdir``, ``--public-ct-root`` overrides ``public_ct_root``); a
-   ``common`` setting goes to each notebook whose ``parameters`` cell defines it (``public_ct_root``
-   only to the chapters that read the public CT cases). It refuses a name of a notebook's block
+   (``--workdir`` overrides ``workdir``, ``--public-ct-root`` overrides ``public_ct_root``,
+   ``--scheduler`` overrides ``scheduler``); a ``common`` setting goes to each notebook whose
+   ``parameters`` cell defines it (``public_ct_root`` only to the chapters that read the public CT
+   cases, ``scheduler`` only to those of the data half). It refuses a name of a notebook's block
    that its ``parameters`` cell does not define, and a ``common`` name that no notebook defines
    (a typo in a profile would otherwise be silently ignored), and a value whose type is not that
    of the parameter's default (a string for a number), naming the parameter;
@@ -41,6 +42,7 @@ import nbformat
 import yaml
 
 from sapsam_utils.report import provenance, summary
+from sapsam_utils.core.parallel import check_scheduler
 from sapsam_utils.core.paths import project_path, project_root
 
 #: Where executed notebooks go, relative to the root; ``_toc.yml`` chapters point here.
@@ -295,21 +297,24 @@ def run_notebook(root: Path, stem: str, profile: str, params: dict[str, Any], ke
 
 
 def plan_run(root: Path, profile: str, workdir: str | None = None,
-             only: Iterable[str] | None = None, public_ct_root: str | None = None) -> dict[str, dict[str, Any]]:
+             only: Iterable[str] | None = None, public_ct_root: str | None = None,
+             scheduler: str | None = None) -> dict[str, dict[str, Any]]:
     """The notebooks to run, in toc order, with their parameters, all checked before any runs.
 
     A ``common`` setting goes to the notebooks whose parameters cell defines it; ``public_ct_root``
-    (when given) replaces the profile's value in each of those.
+    and ``scheduler`` (when given) replace the profile's values in each of those.
 
     Raises
     ------
     RunnerError
         For an ``only`` stem that is not a chapter, a missing notebook or profile block, a
         parameter of a notebook's block that the notebook does not define, or a ``common`` one
-        that no notebook defines — so that a typo fails in seconds, not after the notebooks
-        before it have run.
+        that no notebook defines, or a ``scheduler`` that is neither a local engine nor a Dask
+        address — so that a typo fails in seconds, not after the notebooks before it have run.
     """
     import papermill
+
+    overrides = {k: v for k, v in (("public_ct_root", public_ct_root), ("scheduler", scheduler)) if v is not None}
 
     chapters = toc_notebooks(root)
     stems = chapters
@@ -327,17 +332,17 @@ def plan_run(root: Path, profile: str, workdir: str | None = None,
         if stem in stems and not source.is_file():
             raise RunnerError(f"{source}: _toc.yml lists chapter '{stem}' but the notebook does not exist")
         known[stem] = set(papermill.inspect_notebook(str(source))) if source.is_file() else set()
-    common = dict(blocks.get("common", {}))
-    if public_ct_root is not None:
-        common["public_ct_root"] = public_ct_root
+    common = {**blocks.get("common", {}), **overrides}
+    try:
+        check_scheduler(common.get("scheduler", "processes"))
+    except (ValueError, ImportError) as err:
+        raise RunnerError(f"{name}: {err}") from err
     unused = sorted(k for k in common if not any(k in known[s] for s in chapters))
     if unused:
         raise RunnerError(f"{name}: the common block passes {unused}, which no notebook's parameters cell defines")
     plan = {}
     for stem in stems:
-        params = notebook_parameters(blocks, stem, workdir, name)
-        if public_ct_root is not None:
-            params["public_ct_root"] = public_ct_root
+        params = {**notebook_parameters(blocks, stem, workdir, name), **overrides}
         own = set(blocks.get(stem, {})) | {"workdir"}
         plan[stem] = {k: v for k, v in params.items() if k in known[stem] or k in own or k not in common}
         check_parameters(root / "notebooks" / f"{stem}.ipynb", plan[stem])
@@ -345,7 +350,7 @@ def plan_run(root: Path, profile: str, workdir: str | None = None,
 
 
 def run(root: Path, profile: str, workdir: str | None = None, only: Iterable[str] | None = None,
-        log=print, public_ct_root: str | None = None) -> list[str]:
+        log=print, public_ct_root: str | None = None, scheduler: str | None = None) -> list[str]:
     """Run the notebooks of ``root/_toc.yml`` (or the ``only`` subset, in toc order).
 
     Returns the stems that ran. Writes ``book/executed/provenance.{json,md}`` and
@@ -353,7 +358,7 @@ def run(root: Path, profile: str, workdir: str | None = None, only: Iterable[str
     failed notebook), so they always describe the executed notebooks that exist.
     """
     root = Path(root).resolve()
-    plan = plan_run(root, profile, workdir, only, public_ct_root)
+    plan = plan_run(root, profile, workdir, only, public_ct_root, scheduler)
     stems = list(plan)
     kernel = ensure_kernel()
     executed_dir = root / EXECUTED_DIR
@@ -392,6 +397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--public-ct-root", metavar="DIR",
                         help="folder of the public CT cases (overrides the profile's public_ct_root; "
                              "relative to the root); a folder without them builds the book without them")
+    parser.add_argument("--scheduler", metavar="ENGINE",
+                        help="how the data half (chapters 1-3) runs its per-scan jobs: processes (local, the "
+                             "default), dask (a local Dask cluster) or a Dask scheduler's address tcp://host:port "
+                             "(overrides the profile's scheduler)")
     parser.add_argument("--only", nargs="+", metavar="STEM",
                         help="run only these notebooks (file stems, e.g. 02_segmentation)")
     parser.add_argument("--root", default=None,
@@ -400,7 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     root = Path(args.root) if args.root else project_root()
     try:
-        stems = run(root, args.profile, args.workdir, args.only, public_ct_root=args.public_ct_root)
+        stems = run(root, args.profile, args.workdir, args.only, public_ct_root=args.public_ct_root,
+                    scheduler=args.scheduler)
     except (RunnerError, NotebookFailed) as error:
         print(f"[runner] FAILED: {error}", file=sys.stderr)
         return 1
