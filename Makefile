@@ -1,6 +1,7 @@
 # The study's two commands (see README.md):
 #   make book [PROFILE=smoke|default|paper]   execute every notebook, then render the book
 #             [PUBLIC_CT_ROOT=dir]            the public CT cases' folder (default: the profile's)
+#             [SCHEDULER=dask|tcp://host:port] where chapters 1-3 run their per-scan jobs
 #   make test [PYTEST_ARGS="-k frame"]        run the test suite
 # Both create the environment (.venv, from the pins of pyproject.toml) when it is missing, and
 # refresh it when pyproject.toml changes.
@@ -15,7 +16,8 @@ VENV_STAMP := $(VENV)/.installed
 .PHONY: book test env clean
 
 book: $(VENV_STAMP)
-	$(PY) -m sapsam_utils.report.runner --profile $(PROFILE) $(if $(PUBLIC_CT_ROOT),--public-ct-root "$(PUBLIC_CT_ROOT)")
+	$(PY) -m sapsam_utils.report.runner --profile $(PROFILE) $(if $(PUBLIC_CT_ROOT),--public-ct-root "$(PUBLIC_CT_ROOT)") \
+	  $(if $(SCHEDULER),--scheduler "$(SCHEDULER)")
 	$(VENV)/bin/jupyter-book build . -n -W --keep-going
 	@echo "The book: _build/html/index.html"
 

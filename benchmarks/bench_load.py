@@ -41,12 +41,13 @@ import numpy as np
 import yaml
 
 from sapsam_utils.stages.workdir import stage_dir
-from sapsam_utils.synthetic.cohort import build_scans, scans_stage_params
+from sapsam_utils.stages.scans import build_scans, scans_stage_params
 from sapsam_utils.stages.datasets import build_datasets, preprocess_cohort
 from sapsam_utils.data.manifest import read_manifest
 from sapsam_utils.core.paths import project_path, project_root
 from sapsam_utils.imaging.projections import ProjectionParams
-from sapsam_utils.imaging.segmentation import segment_cohort, segmentation_params
+from sapsam_utils.imaging.segmentation import segmentation_params
+from sapsam_utils.stages.masks import segment_cohort
 
 COHORT_SCANS = 352
 GB = 1024**3

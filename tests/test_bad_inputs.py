@@ -40,11 +40,11 @@ import yaml
 
 from sapsam_utils.report import runner
 from sapsam_utils.stages.workdir import current_stage, stage_dir
-from sapsam_utils.synthetic.cohort import ScanBuildError, build_scans, scans_stage_params
+from sapsam_utils.stages.scans import ScanBuildError, build_scans, scans_stage_params
 from sapsam_utils.data.loading import LoadError
 from sapsam_utils.data.manifest import ALL_COLUMNS, ManifestError, read_manifest
 from sapsam_utils.core.regions import LABEL_COLUMNS
-from sapsam_utils.imaging.segmentation import segment_cohort
+from sapsam_utils.stages.masks import segment_cohort
 from sapsam_utils.core.volume import read_volume
 
 GOOD, BAD = "G1", "B1"

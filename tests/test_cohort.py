@@ -11,20 +11,17 @@ import SimpleITK as sitk
 
 from sapsam_utils.synthetic.cohort import (
     PAPER_TABLE1,
-    ScanBuildError,
     auc,
-    build_scans,
     burden,
     cohort_summary,
-    scans_stage_params,
     select_patients,
     preexisting_table,
     sign_table,
     simulate_cohort,
     table1,
-    two_year_death,
 )
-from sapsam_utils.data.manifest import ALL_COLUMNS, normalise, phantom_seeds, read_manifest, write_manifest
+from sapsam_utils.stages.scans import ScanBuildError, build_scans, scans_stage_params
+from sapsam_utils.data.manifest import ALL_COLUMNS, normalise, phantom_seeds, read_manifest, two_year_death, write_manifest
 from sapsam_utils.core.paths import project_path, shared_ct_dir
 from sapsam_utils.synthetic.phantom import PREEXISTING_CONDITIONS
 from sapsam_utils.core.paper import PAPER_NUMBERS, load_paper_numbers
@@ -393,3 +390,55 @@ def test_body_size_and_lung_estimate_on_a_drawn_volume():
 
 def test_normalise_keeps_schema(cohort):
     assert list(normalise(cohort).columns) == list(ALL_COLUMNS)
+
+
+def test_realism_table_and_summary_compare_phantoms_with_real_scans():
+    from sapsam_utils.synthetic.phantom import make_phantom
+    from sapsam_utils.synthetic.realism import realism_summary, realism_table
+
+    grid = ((54, 64, 64), (6.0, 5.6, 5.6))
+    phantoms = {s: make_phantom({}, s, *grid) for s in (1, 2)}
+    reals = {"r1": make_phantom({}, 3, *grid, difficulty=2.0).ct, "r2": make_phantom({}, 4, *grid).ct}
+    table, values = realism_table(((f"p{s}", p.ct, p.lungs) for s, p in phantoms.items()), reals.items(), seed=5)
+    assert list(table.index) == ["p1", "p2", "r1", "r2"] and list(table["kind"]) == ["phantom"] * 2 + ["real"] * 2
+    measured = realism_measures(reals["r1"], seed=5)
+    np.testing.assert_array_equal(values["r1"], measured["values"])
+    assert table.loc["r1", "lung_volume_l"] == measured["lung_volume_l"] and np.isnan(table.loc["r1", "truth_lung_volume_l"])
+    truth = phantoms[2].lungs
+    assert table.loc["p2", "truth_lung_volume_l"] == pytest.approx((truth.array > 0).sum() * truth.voxel_volume_ml / 1000)
+    assert table.loc["r1", "w1_to_real_mean_hu"] == pytest.approx(hu_distance(values["r1"], values["r2"]))
+    assert table.loc["p1", "w1_to_real_mean_hu"] == pytest.approx(
+        (hu_distance(values["p1"], values["r1"]) + hu_distance(values["p1"], values["r2"])) / 2)
+    numbers = realism_summary(table, values)
+    assert numbers["realism_phantoms"] == 2
+    assert numbers["realism_real_body_width_mm_mean"] == pytest.approx(table.loc[["r1", "r2"], "body_width_mm"].mean())
+    assert numbers["realism_phantom_parenchyma_iqr_hu_mean"] == pytest.approx(table.loc[["p1", "p2"], "parenchyma_iqr_hu"].mean())
+    assert numbers["realism_w1_real_to_real_hu_mean"] == pytest.approx(hu_distance(values["r1"], values["r2"]))
+    assert numbers["realism_w1_phantom_to_real_hu_mean"] == pytest.approx(table.loc[["p1", "p2"], "w1_to_real_mean_hu"].mean())
+    # without real scans: the table has no distances and there is nothing to sum up
+    alone, values = realism_table([("p1", phantoms[1].ct, None)])
+    assert "w1_to_real_mean_hu" not in alone and np.isnan(alone.loc["p1", "truth_lung_volume_l"])
+    assert realism_summary(alone, values) == {}
+
+
+def test_the_papers_cohort_numbers_come_from_the_paper_numbers_file():
+    from sapsam_utils.core.paper import paper_values
+    from sapsam_utils.synthetic.cohort import PAPER_COUNTS, SUMMARY_NAMES, cohort_table
+
+    paper = paper_values("01_cohort")
+    assert PAPER_COUNTS == {"control_patients": paper["manifest_patients"] - paper["manifest_cpa_patients"],
+                            "cpa_patients": paper["manifest_cpa_patients"], "cpa_scans": paper["manifest_cpa_scans"],
+                            "max_scans": paper["manifest_cpa_scans_per_patient_max"],
+                            "max_years": paper["manifest_cpa_scan_span_years_max"]}
+    for sign, levels in PAPER_TABLE1.items():
+        for level, (left, right) in zip(("upper", "middle", "lower"), levels):
+            assert (left, right) == (paper[f"table1_{sign}_{level}_left"], paper[f"table1_{sign}_{level}_right"])
+    assert list(PREEXISTING_CONDITIONS.items()) == [(k[len("preexisting_"):], v) for k, v in
+                                                    paper_values("01_cohort", "preexisting_").items()]
+    # the cohort table: the paper's column from the file, blank where it has no number
+    manifest = read_manifest(project_path("data_manifest.csv"))
+    full, run = cohort_summary(manifest), cohort_summary(select_patients(manifest, 6, 0))
+    table = cohort_table(full, run)
+    assert list(table.index) == list(SUMMARY_NAMES.values())
+    assert table.loc["patients", "paper"] == paper["manifest_patients"] and table.loc["deaths", "paper"] == ""
+    assert table.loc["CPA scans", "manifest"] == full["cpa_scans"] and table.loc["scans (studies)", "this run"] == run["scans"]

@@ -5,8 +5,10 @@ import pandas as pd
 import pytest
 
 from sapsam_utils.core import files
-from sapsam_utils.stages import workdir
+from sapsam_utils.stages import workdir as wd
 from sapsam_utils.stages import datasets
+from sapsam_utils.imaging import projections
+from sapsam_utils.learning import splits
 from sapsam_utils.data.manifest import ALL_COLUMNS
 from sapsam_utils.imaging.projections import ProjectionParams, project_volume
 from sapsam_utils.core.regions import LABEL_COLUMNS, LABELS, REGIONS, SIGN_CODES
@@ -37,8 +39,8 @@ def manifest_rows(n_control=4, n_cpa=4):
 def workdir(tmp_path):
     """A workdir with hand-made ``scans`` and ``masks`` stages (the control scans have no truth)."""
     cohort = manifest_rows()
-    scans = workdir.stage_dir(tmp_path, "scans", {"test": 1})
-    masks = workdir.stage_dir(tmp_path, "masks", {"test": 1}, upstream=scans.name)
+    scans = wd.stage_dir(tmp_path, "scans", {"test": 1})
+    masks = wd.stage_dir(tmp_path, "masks", {"test": 1}, upstream=scans.name)
     cohort.to_csv(scans / "cohort.csv", index=False)
     rng = np.random.default_rng(0)
     for _, row in cohort.iterrows():
@@ -63,7 +65,7 @@ def test_survival_columns():
         "death_date": ["2011-06-01", "2013-01-01", "", ""],
         "last_followup_date": ["2011-06-01", "2013-01-01", "2015-01-01", "2011-01-01"],
     })
-    out = datasets.survival_columns(table)
+    out = splits.survival_columns(table)
     assert out["death_2y"].iloc[:3].tolist() == [1.0, 0.0, 0.0] and np.isnan(out["death_2y"].iloc[3])
     assert out["censored_2y"].tolist() == [False, False, False, True]
 
@@ -73,9 +75,9 @@ def test_patient_splits_are_disjoint_stratified_and_seeded():
         "patient_id": [f"P{i // 2}" for i in range(60)],  # 30 patients, 2 scans each
         "group": ["cpa" if i < 40 else "control" for i in range(60)],
     })
-    a = datasets.split_patients(cohort, (0.6, 0.2, 0.2), seed=1)
-    b = datasets.split_patients(cohort, (0.6, 0.2, 0.2), seed=1)
-    c = datasets.split_patients(cohort, (0.6, 0.2, 0.2), seed=2)
+    a = splits.split_patients(cohort, (0.6, 0.2, 0.2), seed=1)
+    b = splits.split_patients(cohort, (0.6, 0.2, 0.2), seed=1)
+    c = splits.split_patients(cohort, (0.6, 0.2, 0.2), seed=2)
     pd.testing.assert_frame_equal(a, b)
     assert not a.set_index("patient_id")["split"].equals(c.set_index("patient_id")["split"])
     assert a["patient_id"].is_unique and len(a) == 30
@@ -83,30 +85,30 @@ def test_patient_splits_are_disjoint_stratified_and_seeded():
     assert counts["cpa"].to_dict() == {"test": 4, "train": 12, "val": 4}
     assert counts["control"].to_dict() == {"test": 2, "train": 6, "val": 2}
     scans = cohort.assign(split=cohort["patient_id"].map(a.set_index("patient_id")["split"]))
-    datasets.check_patient_splits(scans)
+    splits.check_patient_splits(scans)
     assert scans.groupby("patient_id")["split"].nunique().max() == 1
     scans.loc[0, "split"] = "test" if scans.loc[1, "split"] != "test" else "val"  # P0's two scans now differ
     with pytest.raises(AssertionError, match="P0"):
-        datasets.check_patient_splits(scans)
-    small = datasets.split_patients(cohort.iloc[:6], (0.6, 0.2, 0.2), seed=0)  # 3 CPA patients
+        splits.check_patient_splits(scans)
+    small = splits.split_patients(cohort.iloc[:6], (0.6, 0.2, 0.2), seed=0)  # 3 CPA patients
     assert sorted(small["split"]) == ["test", "train", "val"]
-    pair = datasets.split_patients(cohort.iloc[:4], (0.6, 0.2, 0.2), seed=0)  # 2 CPA patients
+    pair = splits.split_patients(cohort.iloc[:4], (0.6, 0.2, 0.2), seed=0)  # 2 CPA patients
     assert sorted(pair["split"]) == ["test", "train"]
 
 
 def test_balanced_indices_oversample_the_minority():
     labels = np.array([0] * 10 + [1] * 3 + [np.nan] * 2)
-    idx = datasets.balanced_indices(labels, seed=0)
+    idx = splits.balanced_indices(labels, seed=0)
     assert len(idx) == 20 and np.bincount(labels[idx].astype(int)).tolist() == [10, 10]
     assert set(range(13)) <= set(idx.tolist()) and not {13, 14} & set(idx.tolist())
-    np.testing.assert_array_equal(idx, datasets.balanced_indices(labels, seed=0))
-    assert not np.array_equal(idx, datasets.balanced_indices(labels, seed=1))
+    np.testing.assert_array_equal(idx, splits.balanced_indices(labels, seed=0))
+    assert not np.array_equal(idx, splits.balanced_indices(labels, seed=1))
 
 
 def test_quantisation_keeps_truth_footprints():
-    assert datasets.to_uint8(np.array([0.0, 0.5, 1.0, 1.2])).tolist() == [0, 128, 255, 255]
-    assert datasets.truth_to_uint8(np.array([0.0, 0.001, 0.5])).tolist() == [0, 1, 128]
-    assert datasets.to_unit(np.array([255], dtype=np.uint8))[0] == 1.0
+    assert projections.to_uint8(np.array([0.0, 0.5, 1.0, 1.2])).tolist() == [0, 128, 255, 255]
+    assert projections.truth_to_uint8(np.array([0.0, 0.001, 0.5])).tolist() == [0, 1, 128]
+    assert projections.to_unit(np.array([255], dtype=np.uint8))[0] == 1.0
 
 
 def test_preprocess_store_and_resume(workdir, monkeypatch):
@@ -116,14 +118,14 @@ def test_preprocess_store_and_resume(workdir, monkeypatch):
     assert len(files) == 9
     # storage round trip: the stored images are the quantised projections of the stage's volumes
     data = datasets.read_scan_npz(stage / "scans" / "S4_0.npz")
-    scans_dir = workdir / "scans" / workdir.current_stage(workdir, "scans")[0]
-    masks_dir = workdir.current_stage(workdir, "masks")[1]
+    scans_dir = workdir / "scans" / wd.current_stage(workdir, "scans")[0]
+    masks_dir = wd.current_stage(workdir, "masks")[1]
     ct = read_volume(scans_dir / "S4_0" / "ct.nii.gz")
     mask = read_volume(masks_dir / "S4_0" / "refined.nii.gz")
     signs = read_volume(scans_dir / "S4_0" / "truth_signs.nii.gz")
     _, images = project_volume(ct, mask, mask, signs, PARAMS)
-    np.testing.assert_array_equal(data["regions_axial"], datasets.to_uint8(images.regions["axial"]))
-    np.testing.assert_array_equal(data["whole_truth_coronal"], datasets.truth_to_uint8(images.whole_truth["coronal"]))
+    np.testing.assert_array_equal(data["regions_axial"], projections.to_uint8(images.regions["axial"]))
+    np.testing.assert_array_equal(data["whole_truth_coronal"], projections.truth_to_uint8(images.whole_truth["coronal"]))
     assert data["regions_axial"].shape == (8, 6, 16, 8, 3) and data["whole_sagittal"].shape == (8, 9, 16)
     assert data["meta"]["has_truth"] and "whole_truth_axial" not in datasets.read_scan_npz(files[0])
 
@@ -183,11 +185,11 @@ def test_datasets_split_by_patient_and_load(workdir):
         assert whole.truth["axial"].shape == (n_scans * 8, 16, 16, 4)
         # rows match the per-scan arrays; labels come from the manifest
         scan_id = whole.records["scan_id"].iloc[-1]
-        data = datasets.read_scan_npz(stage.parent.parent / "projections" / workdir.current_stage(workdir, "projections")[0]
+        data = datasets.read_scan_npz(stage.parent.parent / "projections" / wd.current_stage(workdir, "projections")[0]
                                       / "scans" / f"{scan_id}.npz")
         np.testing.assert_array_equal(whole.images["sagittal"][-8:], data["whole_sagittal"])
         np.testing.assert_array_equal(
-            np.asarray(regions.images["axial"][-48:]), datasets.to_unit(data["regions_axial"].reshape(48, 16, 8, 3))
+            np.asarray(regions.images["axial"][-48:]), projections.to_unit(data["regions_axial"].reshape(48, 16, 8, 3))
         )
         ru = regions.records[(regions.records["region"] == "RU")]
         assert (ru["cavity"] == ru["disease"]).all()  # every CPA scan here has an RU cavity
@@ -205,3 +207,34 @@ def test_datasets_split_by_patient_and_load(workdir):
     assert set.union(*seen.values()) == {f"P{i}" for i in range(8)}
     # the same parameters find the finished stage; the split is reproducible
     assert datasets.build_datasets(workdir, fractions=(0.5, 0.25, 0.25), seed=0, progress=False) == stage
+
+
+def test_stage_readers_find_the_projections_and_the_record(workdir):
+    stage, _ = datasets.preprocess_cohort(workdir, PARAMS, n_jobs=1, progress=False)
+    assert datasets.projection_path(stage, "S4_0") == stage / "scans" / "S4_0.npz"
+    stored = datasets.read_projection(stage, "S4_0")
+    np.testing.assert_array_equal(stored["whole_axial"], datasets.read_scan_npz(stage / "scans" / "S4_0.npz")["whole_axial"])
+    assert stored["meta"]["scan_id"] == "S4_0"
+    data_dir = datasets.build_datasets(workdir, fractions=(0.5, 0.25, 0.25), seed=0, progress=False)
+    info = datasets.datasets_info(data_dir)
+    assert info["params"] == {"fractions": [0.5, 0.25, 0.25], "seed": 0}
+    assert sum(part["scans"] for part in info["splits"].values()) == 9
+    # the variant reads the main run's parameters from the stages' records
+    with datasets.projection_variant(workdir, progress=False, statistic="weighted") as variant:
+        assert variant.statistic == "weighted" and variant.grid_shape == PARAMS.grid_shape
+        assert wd.stage_params(workdir, "datasets") == info["params"]
+    assert wd.stage_params(workdir, "projections")["statistic"] == PARAMS.statistic
+
+
+def test_split_counts_and_balance_table():
+    records = {"train": pd.DataFrame({"patient_id": ["a", "a", "b", "c"], "scan_id": ["1", "1", "2", "3"],
+                                      "disease": [1, 1, 0, 1], "death_2y": [1.0, 1.0, np.nan, 0.0],
+                                      "censored_2y": [False, False, True, False]})}
+    counts = splits.split_counts(records)
+    assert counts.loc["train"].to_dict() == {"patients": 3, "scans": 3, "images": 4, "control": 1, "CPA": 3,
+                                             "death within 2 y": 2, "alive at 2 y": 1, "censored before 2 y": 1}
+    table = splits.balance_table({"disease": records["train"]["disease"], "death": records["train"]["death_2y"],
+                                  "one": pd.Series([1, 1, 1])}, seed=0)
+    assert table.loc["disease"].tolist() == [1, 3, 3]
+    assert table.loc["death"].tolist() == [1, 2, 2]  # the censored row left out
+    assert table.loc["one", "per class after balancing"] == "one class only"

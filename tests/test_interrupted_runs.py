@@ -29,15 +29,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sapsam_utils.synthetic import cohort
-from sapsam_utils.imaging import segmentation
+from sapsam_utils.stages import masks as masks_stage
+from sapsam_utils.stages import scans as scans_stage
 from sapsam_utils.core.files import atomic_file
 from sapsam_utils.stages.workdir import current_stage, stage_dir
-from sapsam_utils.synthetic.cohort import ScanBuildError, build_scans, scans_stage_params, simulate_cohort
+from sapsam_utils.stages.scans import ScanBuildError, build_scans, scans_stage_params
+from sapsam_utils.synthetic.cohort import simulate_cohort
 from sapsam_utils.data.manifest import read_manifest, write_manifest
 from sapsam_utils.core.parallel import WorkerDied
 from sapsam_utils.core.paths import project_root
-from sapsam_utils.imaging.segmentation import segment_cohort, segmentation_params
+from sapsam_utils.imaging.segmentation import segmentation_params
+from sapsam_utils.stages.masks import segment_cohort
 from sapsam_utils.core.volume import read_volume
 
 GRID = dict(phantom_shape=(54, 64, 64), phantom_spacing=(6.0, 5.6, 5.6), difficulty=1.0)  # the smoke profile's
@@ -86,7 +88,7 @@ else:
 
 
 def run_killed(stage, workdir, manifest, kill_at):
-    module = {"scans": "cohort", "masks": "segmentation"}[stage]
+    module = {"scans": "stages.scans", "masks": "stages.masks"}[stage]
     code = KILLED.format(tests=str(Path(__file__).parent), module=module, kill_at=kill_at, stage=stage,
                          manifest=str(manifest), workdir=str(workdir))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(project_root()), os.environ.get("PYTHONPATH")]))}
@@ -181,7 +183,7 @@ def test_killed_masks_stage_resumes_to_the_uninterrupted_result(manifest, refere
 
 def test_ctrl_c_leaves_nothing_of_the_scan_being_written(manifest, monkeypatch, tmp_path):
     ids = scan_ids(manifest)
-    real, calls = cohort.write_volume, [0]
+    real, calls = scans_stage.write_volume, [0]
 
     def interrupted(volume, path):
         calls[0] += 1
@@ -191,7 +193,7 @@ def test_ctrl_c_leaves_nothing_of_the_scan_being_written(manifest, monkeypatch, 
                 raise KeyboardInterrupt
         return real(volume, path)
 
-    monkeypatch.setattr(cohort, "write_volume", interrupted)
+    monkeypatch.setattr(scans_stage, "write_volume", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_scans(manifest, tmp_path)
     _, scans = current_stage(tmp_path, "scans")
@@ -213,7 +215,7 @@ def test_full_disk_names_the_scan_and_the_stages_resume(manifest, reference, mon
 
         monkeypatch.setattr(module, "write_volume", write_volume)
 
-    full_disk_on(cohort, 5)
+    full_disk_on(scans_stage, 5)
     with pytest.raises(ScanBuildError, match=rf"scan {ids[1]} \(source phantom:\S+\): .*No space left on device"):
         run_scans(manifest, tmp_path)
     monkeypatch.undo()
@@ -221,7 +223,7 @@ def test_full_disk_names_the_scan_and_the_stages_resume(manifest, reference, mon
     assert not (scans / ids[1]).exists() and leftovers(tmp_path) == []
     assert run_scans(manifest, tmp_path)["built"].tolist() == [False, True, True, True]
 
-    full_disk_on(segmentation, 4)
+    full_disk_on(masks_stage, 4)
     with pytest.raises(RuntimeError, match=rf"scan {ids[1]} \(\S+/ct.nii.gz\): writing its masks to \S+ failed: "
                                            r"\[Errno 28\] No space left on device"):
         run_masks(tmp_path)
@@ -237,7 +239,7 @@ def build_scan_or_die(row, *args):
     """``build_scan``, except that the worker building the control (the last scan) dies halfway
     through writing it."""
     if row["group"] == "control":
-        real, calls = cohort.write_volume, [0]
+        real, calls = scans_stage.write_volume, [0]
 
         def write_volume(volume, path):
             calls[0] += 1
@@ -245,14 +247,14 @@ def build_scan_or_die(row, *args):
                 os._exit(3)
             return real(volume, path)
 
-        cohort.write_volume = write_volume
-    return cohort.build_scan(row, *args)
+        scans_stage.write_volume = write_volume
+    return scans_stage.build_scan(row, *args)
 
 
 def test_a_dead_worker_names_the_scan_and_the_stage_resumes(manifest, reference, monkeypatch, tmp_path):
     ids = scan_ids(manifest)
     dying = ids[3]
-    monkeypatch.setattr(cohort, "build_scan", build_scan_or_die)
+    monkeypatch.setattr(scans_stage, "build_scan", build_scan_or_die)
     with pytest.raises(WorkerDied, match=rf"a worker process died .* while running scans .*{dying}.*run again to resume"):
         run_scans(manifest, tmp_path, n_jobs=2)
     monkeypatch.undo()

@@ -21,7 +21,7 @@ ALLOWED = {
     "data": {"core"},
     "synthetic": {"core", "data"},
     "imaging": {"core"},
-    "learning": {"core", "imaging"},
+    "learning": {"core", "data", "imaging"},
     "stages": {"core", "data", "synthetic", "imaging", "learning"},
     "report": {"core", "data", "synthetic", "imaging", "learning", "stages"},
 }

@@ -196,3 +196,14 @@ def test_phantom_sources_of_both_forms(tmp_path):
         assert phantom_seeds(source) is None
         with pytest.raises(ValueError, match="not of the form phantom:<seed> or"):
             source_kind(source)
+
+
+def test_schema_table_lists_every_column_once():
+    from sapsam_utils.data.manifest import LABEL_DESCRIPTION, schema_table
+
+    table = schema_table()
+    assert len(table) == len(ALL_COLUMNS) - len(LABEL_COLUMNS) + 1
+    assert table["column"].iloc[0] == "patient_id" and table["column"].iloc[-1] == "lesion_mask"
+    labels = table[table["content"] == LABEL_DESCRIPTION]
+    assert labels["column"].tolist() == [f"{LABEL_COLUMNS[0]} ... {LABEL_COLUMNS[-1]} (24)"]
+    assert table["content"].str.len().gt(0).all()

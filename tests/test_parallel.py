@@ -45,11 +45,13 @@ def sitk_threads(_):
 
 @pytest.fixture(scope="module")
 def dask_scheduler():
-    """A local Dask scheduler with 2 worker processes that give a job up after one lost worker."""
+    """A local Dask scheduler with 2 worker processes, one job at a time each, that gives a job up
+    after one lost worker (so the job whose worker died is the one that killed it)."""
     distributed = pytest.importorskip("distributed")
     import dask
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                          "distributed.scheduler.worker-saturation": 1.0}):
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                       dashboard_address=":0") as cluster:
             yield cluster.scheduler_address
@@ -67,7 +69,7 @@ def test_dask_raises_the_jobs_own_error(dask_scheduler):
 
 
 def test_dask_names_the_job_that_killed_its_worker(dask_scheduler):
-    with pytest.raises(WorkerDied, match="scans 3 killed"):
+    with pytest.raises(WorkerDied, match="scans 3: the Dask workers running it died"):
         list(map_jobs(die_on_three, [(x,) for x in range(5)], n_jobs=2, progress=False, scheduler=dask_scheduler))
 
 

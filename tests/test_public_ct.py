@@ -271,3 +271,15 @@ def test_the_shared_cases_are_found_with_their_labels():
     assert found.row("lung-dx-a0002")["lesion_mask"] == "lung-dx-a0002/lesions.nii.gz"
     with pytest.raises(KeyError, match="'nope' is not a scan_id"):
         found.row("nope")
+
+
+@pytest.mark.skipif(not shared_ct_dir().is_dir(), reason=f"public CT cases not found at {shared_ct_dir()}")
+def test_load_case_reads_the_ct_and_its_labels_subsampled():
+    found = open_public_ct(public_ct.DEFAULT_MANIFEST, shared_ct_dir())
+    row = found.row("lidc-idri-0001")
+    full = load_source(row["source"], found.root)
+    ct, lesions = found.load_case("lidc-idri-0001", stride=2)
+    np.testing.assert_array_equal(ct.array, full.array[:, ::2, ::2])
+    assert ct.spacing == pytest.approx((full.spacing[0], 2 * full.spacing[1], 2 * full.spacing[2]))
+    assert lesions.array.shape == ct.array.shape and lesions.array.any()
+    assert found.load_case("lidc-idri-0001", labels=False)[1] is None

@@ -1,7 +1,7 @@
-"""Same seed, same numbers: the smoke profile's data chapters (01-03) run twice, and once more with
-another seed.
+"""Same seed, same numbers: the smoke profile's data chapters (01-03) run twice, the second time on
+a local Dask cluster of 2 worker processes (``--scheduler dask``), and once more with another seed.
 
-Two runs into two workdirs with the same seed must give
+Two runs into two workdirs with the same seed, on either engine, must give
 
 - byte-identical results JSONs, except for the timing keys listed in :data:`TIMING_KEYS`;
 - the same stage folders (the keys hash the parameters, never the workdir or the time);
@@ -43,7 +43,8 @@ NPZ_TIMING_KEYS = {"seconds_load", "seconds_project"}
 
 @pytest.fixture(scope="module")
 def runs(root, tmp_path_factory):
-    """Workdirs of two runs with the smoke profile's seed (``a``, ``b``), one of 01 with another (``other``)."""
+    """Workdirs of two runs with the smoke profile's seed (``a`` on local processes, ``b`` on Dask),
+    one of 01 with another seed (``other``)."""
     tmp = tmp_path_factory.mktemp("reproducibility")
     project = copy_project(root, tmp / "project")
     profile = yaml.safe_load((project / "notebooks" / "params" / "smoke.yaml").read_text())
@@ -52,8 +53,8 @@ def runs(root, tmp_path_factory):
     (project / "notebooks" / "params" / "smoke-other-seed.yaml").write_text(yaml.safe_dump(profile))
     public = shared_ct_dir() if shared_ct_dir().is_dir() else tmp / "no-public-ct"
     options = ("--public-ct-root", str(public))
-    for name in ("a", "b"):
-        run_runner(project, "smoke", tmp / name, "--only", *DATA_CHAPTERS, *options)
+    for name, scheduler in (("a", "processes"), ("b", "dask")):
+        run_runner(project, "smoke", tmp / name, "--only", *DATA_CHAPTERS, *options, "--scheduler", scheduler)
     run_runner(project, "smoke-other-seed", tmp / "other", "--only", "01_cohort", *options)
     return {name: tmp / name for name in ("a", "b", "other")}
 

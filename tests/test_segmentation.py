@@ -16,6 +16,8 @@ import pandas as pd
 import pytest
 
 from sapsam_utils.imaging import segmentation as seg
+from sapsam_utils.stages import masks as masks_stage
+from sapsam_utils.stages.workdir import mask_file
 from sapsam_utils.imaging.metrics import dice
 from sapsam_utils.core.paths import shared_ct_dir
 from sapsam_utils.synthetic.phantom import make_phantom
@@ -392,29 +394,29 @@ def stage(tmp_path_factory):
 
 def test_segment_cohort_writes_resumes_and_scores(stage, tmp_path):
     out = tmp_path / "masks"
-    table = seg.segment_cohort(stage, out, n_jobs=1, progress=False)
+    table = masks_stage.segment_cohort(stage, out, n_jobs=1, progress=False)
     assert list(table["scan_id"]) == ["P001_S1", "P002_S1"] and not table["skipped"].any()
     for scan_id in table["scan_id"]:
         ct = read_volume(stage / scan_id / "ct.nii.gz")
-        for name in seg.MASK_FILES.values():
-            mask = read_volume(out / scan_id / name)
+        for name in masks_stage.MASKS:
+            mask = read_volume(mask_file(out, scan_id, name))
             assert mask.array.dtype == np.uint8 and mask.array.shape == ct.array.shape
             assert np.allclose(mask.spacing, ct.spacing) and np.allclose(mask.origin, ct.origin)
     stamp = os.path.getmtime(out / "P001_S1" / "refined.nii.gz")
-    again = seg.segment_cohort(stage, out, n_jobs=1, progress=False)
+    again = masks_stage.segment_cohort(stage, out, n_jobs=1, progress=False)
     assert again["skipped"].all() and os.path.getmtime(out / "P001_S1" / "refined.nii.gz") == stamp
-    scores = seg.score_cohort(stage, out)
+    scores = masks_stage.score_cohort(stage, out)
     assert len(scores) == 4 and (scores["dice"] >= 0.95).all()
     assert scores.set_index(["scan_id", "mask"]).loc[("P001_S1", "refined"), "share_fungus_ball"] >= 0.95
     # Segmenting again with the stage's parameters scores the same; the rows carry the given name.
-    variant = seg.score_refined_variant(stage, ["P001_S1"], "refined again", progress=False)
+    variant = masks_stage.score_refined_variant(stage, ["P001_S1"], "refined again", progress=False)
     assert list(variant["mask"]) == ["refined again"]
     refined_row = scores.set_index(["scan_id", "mask"]).loc[("P001_S1", "refined")]
     for column in ("dice", "share_fungus_ball", "share_cavity_wall"):
         assert variant.loc[0, column] == pytest.approx(refined_row[column])
     # Parallel processes give the same masks.
     parallel = tmp_path / "masks2"
-    seg.segment_cohort(stage, parallel, n_jobs=2, progress=False)
+    masks_stage.segment_cohort(stage, parallel, n_jobs=2, progress=False)
     for scan_id in table["scan_id"]:
         assert np.array_equal(read_volume(out / scan_id / "refined.nii.gz").array,
                               read_volume(parallel / scan_id / "refined.nii.gz").array)
@@ -429,9 +431,78 @@ def test_failed_scan_is_named_and_leaves_nothing_half_written(tmp_path):
     scans_stage(scans, {"A_good": good, "B_bad": bad})
     out = tmp_path / "masks"
     with pytest.raises(RuntimeError, match="scan B_bad .*no lungs found"):
-        seg.segment_cohort(scans, out, progress=False)
+        masks_stage.segment_cohort(scans, out, progress=False)
     assert (out / "A_good" / "segmentation.json").is_file()
     assert sorted(p.name for p in out.iterdir()) == ["A_good"]
     (scans / "A_good" / "ct.nii.gz").unlink()
     with pytest.raises(FileNotFoundError, match="A_good"):
-        seg.segment_cohort(scans, tmp_path / "other", progress=False)
+        masks_stage.segment_cohort(scans, tmp_path / "other", progress=False)
+
+
+def test_stage_readers_and_run_summary(stage, tmp_path):
+    from sapsam_utils.stages.scans import read_scan
+
+    scan = read_scan(stage, "P001_S1")
+    assert sorted(scan) == ["ct", "truth_lungs", "truth_signs"]
+    np.testing.assert_array_equal(scan["ct"].array, read_volume(stage / "P001_S1" / "ct.nii.gz").array)
+    with pytest.raises(FileNotFoundError, match="nope/ct.nii.gz"):
+        read_scan(stage, "nope")
+    runs = masks_stage.segment_cohort(stage, tmp_path / "masks", n_jobs=1, progress=False)
+    runs.loc[1, "warnings"] = ["a warning"]
+    summary, numbers = masks_stage.runs_summary(runs)
+    assert numbers == {"scans": 2, "scans_segmented_now": 2, "seconds_per_scan_mean": runs["seconds"].mean(),
+                       "trachea_found_share": runs["trachea_found"].mean(), "scans_with_warnings": 1}
+    litres = runs["refined_ml"] / 1000
+    assert summary["refined lungs, L: mean (min-max)"] == f"{litres.mean():.2f} ({litres.min():.2f}-{litres.max():.2f})"
+    assert summary["scans with a warning"] == 1
+
+
+def test_segment_case_and_real_case_scores():
+    phantom = make_phantom(labels_of(("RU_cavity",)), seed=5, **SMOKE_GRID)
+    lesions = Volume((phantom.signs.array > 0).astype(np.uint8), phantom.ct.spacing, phantom.ct.origin)
+    case = seg.segment_case(phantom.ct, lesions)
+    conservative, refined, _ = seg.lung_masks(phantom.ct)
+    np.testing.assert_array_equal(case["refined"].array, refined.array)
+    np.testing.assert_array_equal(case["conservative"].array, conservative.array)
+    assert case["lesions"] is lesions and case["seconds"] > 0
+    table, numbers = seg.real_case_scores({"case-1": case, "case-2": {**case, "lesions": None}}, no_labels="none")
+    expected = seg.score_mask(refined, phantom.ct, lesions=lesions)
+    assert numbers["real_case_1_refined_lesion_share"] == pytest.approx(expected["lesion_share"])
+    assert numbers["real_case_1_refined_lung_l"] == pytest.approx(expected["lung_ml"] / 1000)
+    assert numbers["real_case_2_conservative_lesion_share"] == "none"
+    assert numbers["real_case_2_seconds"] == case["seconds"]
+    assert table.loc[("case-1", "refined"), "lesion voxels kept"] == pytest.approx(expected["lesion_share"])
+    assert np.isnan(table.loc[("case-2", "refined"), "lesion voxels kept"])
+    assert seg.real_case_scores({}) == (None, {})
+
+
+def test_cohort_score_summary_and_variant_comparison():
+    scores = pd.DataFrame({"scan_id": ["a", "a", "b", "b"], "mask": ["conservative", "refined"] * 2,
+                           "dice": [0.9, 0.95, 0.8, 0.97], "share_fungus_ball": [0.1, 1.0, np.nan, np.nan],
+                           "share_pleural_thickening": [0.0, 0.5, 0.2, 0.9], "share_cavity_wall": [0.3, 0.9, 0.1, 1.0],
+                           "outside_voxels": [0, 3, 1, 0], "sides_ok": [True, True, False, True]})
+    table, numbers = seg.cohort_score_summary(scores)
+    assert numbers["cohort_dice_refined_mean"] == pytest.approx(0.96)
+    assert numbers["cohort_dice_conservative_min"] == pytest.approx(0.8)
+    assert numbers["cohort_share_fungus_ball_refined_min"] == 1.0 and "cohort_share_fungus_ball_refined_mean" in numbers
+    assert numbers["cohort_outside_voxels_max"] == 3 and numbers["cohort_sides_ok_share"] == 0.75
+    assert table.loc["share_fungus_ball", ("refined", "count")] == 1
+    empty, numbers = seg.cohort_score_summary(scores.drop(columns=["dice", "share_fungus_ball", "share_pleural_thickening",
+                                                                   "share_cavity_wall"]))
+    assert empty is None and numbers == {"cohort_outside_voxels_max": 3, "cohort_sides_ok_share": 0.75}
+    variant = pd.DataFrame({"scan_id": ["b"], "mask": ["paper"], "dice": [0.96], "share_pleural_thickening": [0.4],
+                            "share_cavity_wall": [0.9], "share_fungus_ball": [np.nan]})
+    table, numbers = seg.variant_comparison(scores, variant, "paper_steps")
+    assert list(table.index) == ["conservative", "refined", "paper"]
+    assert table.loc["refined", ("dice", "mean")] == 0.97  # only the scans of the variant
+    assert numbers == {"cohort_dice_paper_steps_mean": 0.96, "cohort_dice_paper_steps_min": 0.96,
+                       "cohort_share_pleural_thickening_paper_steps_mean": 0.4,
+                       "cohort_share_pleural_thickening_paper_steps_min": 0.4}
+
+
+def test_slice_with_most():
+    mask = np.zeros((5, 6, 6), bool)
+    mask[1, :2, :2] = True
+    mask[3, :3, :3] = True
+    assert seg.slice_with_most(mask) == 3
+    assert seg.slice_with_most(mask, (slice(2, 5), slice(0, 6), slice(0, 6))) == 1  # within the box

@@ -194,8 +194,9 @@ def _dask_jobs(func, jobs, n_jobs, scheduler, bar, desc, name):
                     result = future.result()
                 except KilledWorker as err:
                     raise WorkerDied(
-                        f"{desc} {name(job)} killed the Dask workers that ran it (killed, out of memory or "
-                        "crashed); what finished before is kept: run again to resume") from err
+                        f"{desc} {name(job)}: the Dask workers running it died (killed, out of memory or crashed) "
+                        "more often than Dask retries a job; what finished before is kept: run again to resume"
+                    ) from err
                 yield job, result
                 bar.update()
         finally:

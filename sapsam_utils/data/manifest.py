@@ -40,6 +40,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..core.files import atomic_file
@@ -76,6 +77,31 @@ class ManifestError(ValueError):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{self.path}: {len(self.problems)} problem(s) in the manifest:\n{lines}")
+
+
+#: What each column holds, for the book (the 24 label columns share one description).
+COLUMN_DESCRIPTIONS = {
+    "patient_id": "patient identifier (several studies may share it)",
+    "scan_id": "unique study identifier; letters, digits, '.', '_', '-' (names the study's folder)",
+    "scan_date": "ISO date YYYY-MM-DD",
+    "source": "DICOM series folder, NIfTI file (.nii, .nii.gz), phantom:<anatomy_seed>:<seed> or phantom:<seed>",
+    "group": "control or cpa",
+    "death_date": "ISO date; blank if alive at the last follow-up",
+    "last_followup_date": "ISO date (for a patient who died: the death or an earlier contact)",
+    "lung_mask": "optional: label volume on the scan's grid, 0 background, 1 right lung, 2 left lung",
+    "lesion_mask": "optional: label volume on the scan's grid, > 0 = lesion",
+}
+LABEL_DESCRIPTION = "0 or 1: a sign in that sub-region (R/L = patient's right/left, U/M/L = upper/middle/lower)"
+
+
+def schema_table() -> pd.DataFrame:
+    """The manifest's columns in order, with what each holds (``column``, ``content``); the label
+    columns as one row, ``RU_preexisting ... LL_pleural_thickening (24)``."""
+    rows = [(c, COLUMN_DESCRIPTIONS.get(c, LABEL_DESCRIPTION)) for c in ALL_COLUMNS if c not in LABEL_COLUMNS[1:]]
+    table = pd.DataFrame(rows, columns=["column", "content"])
+    table.loc[table["column"] == LABEL_COLUMNS[0], "column"] = (
+        f"{LABEL_COLUMNS[0]} ... {LABEL_COLUMNS[-1]} ({len(LABEL_COLUMNS)})")
+    return table
 
 
 def phantom_seeds(source: str) -> tuple[int, int] | None:
@@ -343,3 +369,16 @@ def write_manifest(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     with atomic_file(path) as tmp:
         text[columns].to_csv(tmp, index=False, lineterminator="\n")
     return path
+
+
+def two_year_death(manifest: pd.DataFrame, years: float = 2.0) -> pd.Series:
+    """Per scan: 1.0 if the patient died within ``years`` of the scan, 0.0 if known alive then,
+    NaN when follow-up ended earlier without a death (unknown)."""
+    scan = pd.to_datetime(manifest["scan_date"])
+    horizon = scan + pd.to_timedelta(years * 365.25, unit="D")
+    death = pd.to_datetime(manifest["death_date"].replace("", None))
+    last = pd.to_datetime(manifest["last_followup_date"])
+    out = pd.Series(np.nan, index=manifest.index)
+    out[death.notna() & (death <= horizon)] = 1.0
+    out[(death.isna() | (death > horizon)) & (last >= horizon)] = 0.0
+    return out

@@ -54,6 +54,7 @@ import pandas as pd
 from ..core.files import atomic_dir
 from .manifest import ManifestError, read_manifest, resolve_path, validate_manifest
 from ..core.paths import project_path
+from ..core.volume import subsample_inplane
 
 #: Default of ``public_ct_root``: the public cases beside the project (relative to its root).
 DEFAULT_ROOT = "../shared/ct"
@@ -148,6 +149,17 @@ class PublicCT:
             raise KeyError(f"{scan_id!r} is not a scan_id of {self.manifest} "
                            f"(its cases: {', '.join(self.table['scan_id'])})")
         return rows.iloc[0]
+
+    def load_case(self, scan_id: str, stride: int = 1, labels: bool = True):
+        """One case's CT and lesion labels (None for a case without them, or when not ``labels``)
+        as Volumes, on every ``stride``-th pixel in-plane
+        (:func:`sapsam_utils.core.volume.subsample_inplane`)."""
+        from .loading import load_label, load_source
+
+        row = self.row(scan_id)
+        ct = load_source(row["source"], self.root)
+        lesions = load_label(row["lesion_mask"], self.root, ct) if labels and row["lesion_mask"] else None
+        return subsample_inplane(ct, stride), (subsample_inplane(lesions, stride) if lesions is not None else None)
 
     def not_found_message(self, skipped: str = "") -> str:
         """Markdown for the book: the cases were not found, where the study looked, how to get them."""

@@ -78,7 +78,7 @@ _SIGN_TO_LABEL[CAVITY_LUMEN] = LABELS.index("cavity")
 
 @dataclass(frozen=True)
 class ProjectionParams:
-    """Everything that determines a scan's images (its fields form the stage key).
+    """Everything that determines a scan's images (its fields are every parameter of them).
 
     Attributes
     ----------
@@ -128,7 +128,7 @@ class ProjectionParams:
         augment.rotation_set(self.angles)  # validates the angles
 
     def as_dict(self) -> dict:
-        """Plain JSON-able form (for stage keys and records)."""
+        """Plain JSON-able form (to key and record a run)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @property
@@ -656,3 +656,24 @@ def rgb(image: np.ndarray) -> np.ndarray:
     out = np.zeros((*image.shape[:2], 3), dtype=np.float32)
     out[..., : image.shape[-1]] = image[..., :3]
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Pixel encodings of the stored images
+
+
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """Images in [0, 1] -> uint8 (``round(255 * v)``)."""
+    return np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def truth_to_uint8(fraction: np.ndarray) -> np.ndarray:
+    """Truth fractions in [0, 1] -> uint8, rounded but never 0 where the fraction is > 0."""
+    out = to_uint8(fraction)
+    out[(fraction > 0) & (out == 0)] = 1
+    return out
+
+
+def to_unit(values: np.ndarray) -> np.ndarray:
+    """uint8 images or truth maps -> float32 in [0, 1]."""
+    return np.asarray(values, dtype=np.float32) / np.float32(255.0)

@@ -82,21 +82,16 @@ Nothing of either mask is outside the body (it is clipped to the voxels that are
 
 from __future__ import annotations
 
-import json
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
-from tqdm.auto import tqdm
 
-from ..core.files import atomic_dir, write_json
 from .metrics import (
     dice,
     inside_share,
@@ -104,9 +99,8 @@ from .metrics import (
     per_label_inside_share,
     volume_ml,
 )
-from ..core.parallel import map_jobs
 from ..core.regions import CAVITY_LUMEN, LUNG_LEFT, LUNG_RIGHT, SIGN_CODES
-from ..core.volume import Volume, read_volume, write_volume
+from ..core.volume import Volume
 
 Box = tuple[slice, slice, slice]
 
@@ -1034,7 +1028,7 @@ def lung_masks(ct: Volume, **params) -> tuple[Volume, Volume, dict]:
 def segmentation_params(**overrides) -> dict:
     """Every segmentation parameter with its value: the defaults updated by ``overrides``.
 
-    The ``masks`` stage is keyed by this full dictionary, so a changed default changes the key.
+    A run keyed by this full dictionary changes key when a default changes.
 
     Raises
     ------
@@ -1117,165 +1111,117 @@ def score_mask(
 
 
 # ----------------------------------------------------------------------------------------------
-# The masks stage
+# Scores of many scans
 # ----------------------------------------------------------------------------------------------
 
-MASK_FILES = {"conservative": "conservative.nii.gz", "refined": "refined.nii.gz"}
-_RECORD = "segmentation.json"
+
+def slice_with_most(mask: np.ndarray, box: Box | None = None) -> int:
+    """The axial slice (an index into ``mask[box]``) that holds the most voxels of ``mask``."""
+    mask = np.asarray(mask)
+    return int(np.argmax((mask[box] if box is not None else mask).sum(axis=(1, 2))))
 
 
-def _segment_scan(scan_id: str, ct_path: Path, final: Path, params: dict, threads: int | None = None) -> dict:
-    """Segment one scan of the scans stage into ``final`` (written atomically); its record.
-
-    ``threads``: SimpleITK threads of a worker process (the cores shared between the workers).
-    """
-    if threads is not None:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+def segment_case(ct: Volume, lesions: Volume | None = None, **params) -> dict:
+    """Both masks of one scan, timed: ``ct``, ``lesions``, ``conservative``, ``refined``, ``info``
+    (:func:`lung_masks`) and ``seconds`` (both masks)."""
     t0 = time.perf_counter()
-    try:
-        ct = read_volume(ct_path)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            conservative, refined, info = lung_masks(ct, **params)
-    except Exception as err:
-        raise RuntimeError(f"scan {scan_id} ({ct_path}): segmentation failed: {err}") from err
-    record = {
-        "scan_id": scan_id,
-        "seconds": time.perf_counter() - t0,
-        "warnings": sorted({str(w.message) for w in caught}),
-        **{k: v for k, v in info.items() if k != "seconds"},
-        "step_seconds": info["seconds"],
-        **{f"{name}_ml": volume_ml(vol) for name, vol in (("conservative", conservative), ("refined", refined))},
-    }
-    try:
-        with atomic_dir(final) as tmp:
-            write_volume(conservative, tmp / MASK_FILES["conservative"])
-            write_volume(refined, tmp / MASK_FILES["refined"])
-            write_json(tmp / _RECORD, record)
-    except OSError as err:  # e.g. a full disk: nothing of the scan is left, a rerun resumes
-        raise RuntimeError(f"scan {scan_id} ({ct_path}): writing its masks to {final} failed: {err}") from err
-    return record
+    conservative, refined, info = lung_masks(ct, **params)
+    return dict(ct=ct, lesions=lesions, conservative=conservative, refined=refined, info=info,
+                seconds=time.perf_counter() - t0)
 
 
-def segment_cohort(
-    scans_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    params: dict | None = None,
-    n_jobs: int = 1,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """Build the ``masks`` stage: both lung masks of every scan of the ``scans`` stage.
-
-    Each scan's folder ``out_dir/<scan_id>/`` (``conservative.nii.gz``, ``refined.nii.gz``,
-    ``segmentation.json``) is written atomically, so a folder that exists is complete; those
-    are skipped, and an interrupted run resumes where it stopped.
+def real_case_scores(cases: dict[str, dict], threshold_hu: float = AIR_DEFAULTS["threshold_hu"],
+                     no_labels="not measured") -> tuple[pd.DataFrame | None, dict]:
+    """Score both masks of segmented real scans (:func:`segment_case`) with their lesion labels.
 
     Parameters
     ----------
-    scans_dir : path-like
-        The scans stage folder (``cohort.csv`` and ``<scan_id>/ct.nii.gz``).
-    out_dir : path-like
-        The masks stage folder.
-    params : dict, optional
-        Segmentation parameters (:func:`segmentation_params`).
-    n_jobs : int
-        Parallel processes.
-    progress : bool
-        Show a tqdm progress bar.
+    cases : dict
+        Case name -> :func:`segment_case`'s dict.
+    threshold_hu : float
+        Air threshold of the outside-the-body check.
+    no_labels
+        What the lesion share of a case without lesion labels is.
 
     Returns
     -------
-    pandas.DataFrame
-        One row per scan (the records of ``segmentation.json``) with ``skipped`` (already there).
-
-    Raises
-    ------
-    FileNotFoundError
-        No ``cohort.csv``, or a scan's ``ct.nii.gz`` is missing (named).
-    RuntimeError
-        A scan failed, or writing its masks failed (named, with the reason); finished scans stay.
-        A worker process that dies raises :class:`sapsam_utils.core.parallel.WorkerDied` (a
-        RuntimeError) naming the scans it may have been segmenting.
+    table : pandas.DataFrame or None
+        One row per (case, mask): lung volumes in litres, ``right and left``, voxels outside the
+        body, lesion voxels kept, seconds; None without cases.
+    numbers : dict
+        Flat: ``real_<case>_<mask>_lung_l``, ``_sides_ok``, ``_outside_voxels``,
+        ``_lesion_share`` and ``real_<case>_seconds`` (``-`` of the case name read as ``_``).
     """
-    scans_dir, out_dir = Path(scans_dir), Path(out_dir)
-    params = segmentation_params(**(params or {}))
-    if n_jobs < 1:
-        raise ValueError(f"n_jobs must be >= 1, got {n_jobs}")
-    cohort_csv = scans_dir / "cohort.csv"
-    if not cohort_csv.is_file():
-        raise FileNotFoundError(f"{cohort_csv}: no cohort table in the scans stage")
-    scan_ids = [str(s) for s in pd.read_csv(cohort_csv, dtype={"scan_id": str})["scan_id"]]
-    todo, records = [], {}
-    for scan_id in scan_ids:
-        ct_path = scans_dir / scan_id / "ct.nii.gz"
-        if not ct_path.is_file():
-            raise FileNotFoundError(f"{ct_path}: scan {scan_id} of {cohort_csv} has no CT")
-        record_path = out_dir / scan_id / _RECORD
-        if record_path.is_file():
-            records[scan_id] = {**json.loads(record_path.read_text()), "skipped": True}
-        else:
-            todo.append((scan_id, ct_path, out_dir / scan_id))
-    # Each worker gets its share of the cores for SimpleITK's threads.
-    threads = max(1, (os.cpu_count() or 1) // n_jobs)
-    jobs = [(*job, params, threads) for job in todo]
-    for job, record in map_jobs(_segment_scan, jobs, n_jobs, desc="lung masks", progress=progress):
-        records[job[0]] = {**record, "skipped": False}
-    return pd.DataFrame([records[s] for s in scan_ids])
+    rows, numbers = [], {}
+    for case, r in cases.items():
+        for mask_name in ("conservative", "refined"):
+            s = score_mask(r[mask_name], r["ct"], lesions=r["lesions"], threshold_hu=threshold_hu)
+            rows.append({"case": case, "mask": mask_name, "lungs (L)": s["lung_ml"] / 1000,
+                         "right (L)": s["right_ml"] / 1000, "left (L)": s["left_ml"] / 1000,
+                         "right and left": s["sides_ok"], "voxels outside the body": s["outside_voxels"],
+                         "lesion voxels kept": s.get("lesion_share", np.nan),
+                         "seconds (both masks)": r["seconds"]})
+            key = f"real_{case.replace('-', '_')}_{mask_name}"
+            numbers.update({f"{key}_lung_l": s["lung_ml"] / 1000, f"{key}_sides_ok": s["sides_ok"],
+                            f"{key}_outside_voxels": s["outside_voxels"],
+                            f"{key}_lesion_share": float(s.get("lesion_share", np.nan)) if r["lesions"] is not None
+                            else no_labels})
+        numbers[f"real_{case.replace('-', '_')}_seconds"] = r["seconds"]
+    return (pd.DataFrame(rows).set_index(["case", "mask"]) if rows else None), numbers
 
 
-def score_cohort(scans_dir: str | os.PathLike, masks_dir: str | os.PathLike) -> pd.DataFrame:
-    """Score both masks of every scan against the references its scans-stage folder holds.
-
-    ``truth_lungs.nii.gz`` (phantom truth, or the manifest's ``lung_mask``), ``truth_signs.nii.gz``
-    (phantoms) and ``lesions.nii.gz`` (the manifest's ``lesion_mask``) are used when present.
+def cohort_score_summary(scores: pd.DataFrame) -> tuple[pd.DataFrame | None, dict]:
+    """Aggregate the per-scan scores of both masks (rows of ``score_mask`` with ``scan_id`` and ``mask``).
 
     Returns
     -------
-    pandas.DataFrame
-        One row per scan and mask (``scan_id``, ``mask``, then :func:`score_mask`'s scores).
+    table : pandas.DataFrame or None
+        Per score (Dice, sign shares, lesion share) and mask: mean, min and count over the scans
+        that have it; None when no scan has a reference to be scored against.
+    numbers : dict
+        ``cohort_<score>_<mask>_mean`` and ``_min`` of each score that some scan has,
+        ``cohort_outside_voxels_max`` (mask voxels in the air outside the body, most in any scan)
+        and ``cohort_sides_ok_share`` (share of masks with both lungs on their sides).
     """
-    scans_dir, masks_dir = Path(scans_dir), Path(masks_dir)
-    scan_ids = [str(s) for s in pd.read_csv(scans_dir / "cohort.csv", dtype={"scan_id": str})["scan_id"]]
-    rows = []
-    for scan_id in scan_ids:
-        ct, refs = _scan_with_references(scans_dir / scan_id)
-        for mask_name, file_name in MASK_FILES.items():
-            mask = read_volume(masks_dir / scan_id / file_name)
-            rows.append({"scan_id": scan_id, "mask": mask_name, **score_mask(mask, ct, **refs)})
-    return pd.DataFrame(rows)
+    numbers, table = {}, None
+    columns = [c for c in scores.columns if c.startswith(("dice", "share_", "lesion_share"))]
+    if columns and scores[columns].notna().any().any():
+        table = scores.groupby("mask")[columns].agg(["mean", "min", "count"]).T.unstack(level=1).dropna(how="all")
+        for mask_name, group in scores.groupby("mask"):
+            for column in columns:
+                values = group[column].dropna()
+                if len(values):
+                    numbers[f"cohort_{column}_{mask_name}_mean"] = float(values.mean())
+                    numbers[f"cohort_{column}_{mask_name}_min"] = float(values.min())
+    numbers["cohort_outside_voxels_max"] = int(scores["outside_voxels"].max())
+    numbers["cohort_sides_ok_share"] = float(scores["sides_ok"].mean())
+    return table, numbers
 
 
-def score_refined_variant(scans_dir: str | os.PathLike, scan_ids, name: str, progress: bool = True,
-                          **params) -> pd.DataFrame:
-    """Segment scans of the ``scans`` stage again with other refined-mask parameters and score them.
-
-    For ablations: the rows have the columns of :func:`score_cohort`, with ``mask`` = ``name``.
+def variant_comparison(scores: pd.DataFrame, variant: pd.DataFrame, key: str) -> tuple[pd.DataFrame, dict]:
+    """Both masks' scores beside a variant's on the scans the variant was run on (an ablation).
 
     Parameters
     ----------
-    scans_dir : path-like
-        The ``scans`` stage folder.
-    scan_ids : iterable of str
-        The scans to segment.
-    name : str
-        The ``mask`` column of the rows (e.g. ``"refined, paper's steps only"``).
-    progress : bool
-        Show a progress bar.
-    **params
-        Segmentation parameters (:func:`segmentation_params`).
+    scores : pandas.DataFrame
+        Per-scan scores of both masks (``scan_id``, ``mask``, ``dice``, ``share_<sign>``).
+    variant : pandas.DataFrame
+        The same scores of a variant of the refined mask, one ``mask`` name.
+    key : str
+        The variant's name in the numbers.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Per mask (in the order of ``scores``, then the variant): mean and min of the Dice and of
+        the shares of pleural thickening, cavity wall and fungus ball.
+    numbers : dict
+        ``cohort_dice_<key>_mean``, ``_min``, ``cohort_share_pleural_thickening_<key>_mean``, ``_min``.
     """
-    rows = []
-    for scan_id in tqdm(list(scan_ids), desc=name, unit="scan", disable=not progress):
-        ct, refs = _scan_with_references(Path(scans_dir) / scan_id)
-        rows.append({"scan_id": scan_id, "mask": name, **score_mask(refined_mask(ct, **params), ct, **refs)})
-    return pd.DataFrame(rows)
-
-
-def _scan_with_references(folder: Path) -> tuple[Volume, dict]:
-    """A scans-stage folder's CT and the references it holds, as keyword arguments of :func:`score_mask`."""
-    refs = {}
-    for key, file_name in (("truth_lungs", "truth_lungs.nii.gz"), ("signs", "truth_signs.nii.gz"),
-                           ("lesions", "lesions.nii.gz")):
-        if (folder / file_name).is_file():
-            refs[key] = read_volume(folder / file_name)
-    return read_volume(folder / "ct.nii.gz"), refs
+    name = variant["mask"].iloc[0]
+    compared = pd.concat([scores[scores["scan_id"].isin(variant["scan_id"])], variant])
+    columns = ["dice", "share_pleural_thickening", "share_cavity_wall", "share_fungus_ball"]
+    table = compared.groupby("mask", sort=False)[columns].agg(["mean", "min"])
+    numbers = {f"cohort_{column}_{key}_{stat}": float(table.loc[name, (column, stat)])
+               for column in ("dice", "share_pleural_thickening") for stat in ("mean", "min")}
+    return table, numbers

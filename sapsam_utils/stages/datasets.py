@@ -1,6 +1,7 @@
-"""The image data sets of the classifiers: per-scan projections, patient splits, balancing, storage.
+"""The image data sets of the classifiers: the ``projections`` and ``datasets`` stages, and their readers.
 
-Two ``workdir`` stages (see :mod:`sapsam_utils.stages.workdir`):
+Files it owns, in two ``workdir`` stages (see :mod:`sapsam_utils.stages.workdir`); it reads the
+``scans`` and ``masks`` stages through :mod:`sapsam_utils.stages.workdir`'s readers:
 
 ``projections/<key>/`` (upstream: the ``masks`` key; parameters: :class:`ProjectionParams`)
     ``scans/<scan_id>.npz``: every image of one scan for every rotation (written atomically;
@@ -29,10 +30,9 @@ Two ``workdir`` stages (see :mod:`sapsam_utils.stages.workdir`):
     scan of the cohort has sign truth (rows with ``has_truth`` False hold zeros). ``.npy`` files
     load memory-mapped (:func:`load_split`), so training reads only what it uses.
 
-Splits are made of **patients** (all of a patient's scans, and all their rotations, go to one
-split; :func:`split_patients` asserts it), stratified by group, seeded. Class balancing happens
-after the split, on the training rows only, by oversampling (:func:`balanced_indices`), as the
-classifiers sample their batches.
+Splits are made of **patients**, stratified by group, seeded
+(:func:`sapsam_utils.learning.splits.split_patients`, which asserts it); the projections
+themselves, on volumes, are :mod:`sapsam_utils.imaging.projections`.
 """
 
 from __future__ import annotations
@@ -49,37 +49,12 @@ import numpy as np
 import pandas as pd
 
 from ..core import files
-from ..stages import workdir
-from ..synthetic.cohort import two_year_death
 from ..core.parallel import map_jobs
-from ..imaging.projections import AXES, ProjectionParams, ScanImages, project_volume
 from ..core.regions import LABEL_COLUMNS, LABELS, REGIONS
 from ..core.volume import Volume, read_volume
-
-SPLITS = ("train", "val", "test")
-#: Default (train, validation, test) fractions of the patients.
-DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
-
-
-# ---------------------------------------------------------------------------------------------
-# Quantisation
-
-
-def to_uint8(values: np.ndarray) -> np.ndarray:
-    """Images in [0, 1] -> uint8 (``round(255 * v)``)."""
-    return np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def truth_to_uint8(fraction: np.ndarray) -> np.ndarray:
-    """Truth fractions in [0, 1] -> uint8, rounded but never 0 where the fraction is > 0."""
-    out = to_uint8(fraction)
-    out[(fraction > 0) & (out == 0)] = 1
-    return out
-
-
-def to_unit(values: np.ndarray) -> np.ndarray:
-    """uint8 images or truth maps -> float32 in [0, 1]."""
-    return np.asarray(values, dtype=np.float32) / np.float32(255.0)
+from ..imaging.projections import AXES, ProjectionParams, ScanImages, project_volume, to_uint8, to_unit, truth_to_uint8
+from ..learning.splits import DEFAULT_FRACTIONS, SPLITS, check_patient_splits, split_patients, survival_columns
+from . import workdir as wd
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,12 +91,11 @@ def load_stage_volumes(
     scan_id: str, scans_dir: str | os.PathLike, masks_dir: str | os.PathLike
 ) -> tuple[Volume, Volume, Volume, Volume | None]:
     """One scan's CT, conservative and refined masks, and sign truth (None without) from the stages."""
-    scan_folder, mask_folder = Path(scans_dir) / scan_id, Path(masks_dir) / scan_id
-    signs_path = scan_folder / "truth_signs.nii.gz"
+    signs_path = wd.scan_file(scans_dir, scan_id, "truth_signs")
     return (
-        read_volume(scan_folder / "ct.nii.gz"),
-        read_volume(mask_folder / "conservative.nii.gz"),
-        read_volume(mask_folder / "refined.nii.gz"),
+        read_volume(wd.scan_file(scans_dir, scan_id, "ct")),
+        read_volume(wd.mask_file(masks_dir, scan_id, "conservative")),
+        read_volume(wd.mask_file(masks_dir, scan_id, "refined")),
         read_volume(signs_path) if signs_path.is_file() else None,
     )
 
@@ -172,6 +146,25 @@ def project_scan_files(
             "seconds_write": time.perf_counter() - t2}
 
 
+#: The projections stage's folder of per-scan files, and the datasets stage's record.
+PROJECTED_SCANS, DATASETS_RECORD = "scans", "datasets.json"
+
+
+def projection_path(proj_dir: str | os.PathLike, scan_id: str) -> Path:
+    """Where the projections stage ``proj_dir`` keeps one scan's ``.npz``."""
+    return Path(proj_dir) / PROJECTED_SCANS / f"{scan_id}.npz"
+
+
+def read_projection(proj_dir: str | os.PathLike, scan_id: str) -> dict:
+    """The arrays of one scan's ``.npz`` in the projections stage ``proj_dir`` (:func:`read_scan_npz`)."""
+    return read_scan_npz(projection_path(proj_dir, scan_id))
+
+
+def datasets_info(data_dir: str | os.PathLike) -> dict:
+    """The record of a complete datasets stage: parameters, counts per split, image shapes, rotations."""
+    return files.read_json(Path(data_dir) / DATASETS_RECORD)
+
+
 def read_scan_npz(path: str | os.PathLike) -> dict:
     """The arrays of one scan's ``.npz`` (``meta`` decoded to a dict)."""
     with np.load(path) as data:
@@ -190,16 +183,16 @@ def upstream_stages(workdir: str | os.PathLike) -> tuple[str, Path, Path]:
     The scans folder is the one the masks were computed from (the masks stage's upstream), not
     merely the last cohort run.
     """
-    masks_key, masks_dir = workdir.current_stage(workdir, "masks")
-    record = json.loads((masks_dir / "stage.json").read_text())
-    scans_dir = Path(workdir) / "scans" / str(record["upstream"])
-    if not (scans_dir / "cohort.csv").is_file():
-        raise FileNotFoundError(f"{scans_dir}/cohort.csv: the scans the masks came from are missing; rerun 01_cohort")
+    masks_key, masks_dir = wd.current_stage(workdir, "masks")
+    scans_dir = wd.upstream_dir(masks_dir, "scans")
+    if not wd.cohort_path(scans_dir).is_file():
+        raise FileNotFoundError(f"{wd.cohort_path(scans_dir)}: the scans the masks came from are missing; rerun 01_cohort")
     return masks_key, masks_dir, scans_dir
 
 
 def preprocess_cohort(
-    workdir: str | os.PathLike, params: ProjectionParams, n_jobs: int = 1, n_threads: int = 1, progress: bool = True
+    workdir: str | os.PathLike, params: ProjectionParams, n_jobs: int = 1, n_threads: int = 1, progress: bool = True,
+    scheduler: str = "processes",
 ) -> tuple[Path, pd.DataFrame]:
     """Project every scan of the last segmentation run into the ``projections`` stage.
 
@@ -216,6 +209,9 @@ def preprocess_cohort(
         Threads per scan (rotations in parallel); keep ``n_jobs * n_threads`` <= cores.
     progress : bool
         Show a tqdm progress bar.
+    scheduler : str
+        Engine of the per-scan jobs: ``"processes"``, ``"dask"`` or a Dask scheduler's address
+        (:func:`sapsam_utils.core.parallel.map_jobs`).
 
     Returns
     -------
@@ -225,132 +221,19 @@ def preprocess_cohort(
     """
 
     masks_key, masks_dir, scans_dir = upstream_stages(workdir)
-    stage = workdir.stage_dir(workdir, "projections", params.as_dict(), upstream=masks_key)
-    out_dir = stage / "scans"
+    stage = wd.stage_dir(workdir, "projections", params.as_dict(), upstream=masks_key)
+    out_dir = stage / PROJECTED_SCANS
     out_dir.mkdir(exist_ok=True)
     for leftover in out_dir.glob(".tmp-*"):
         leftover.unlink()
-    cohort = pd.read_csv(scans_dir / "cohort.csv", dtype=str, keep_default_na=False)
-    todo = [s for s in cohort["scan_id"] if not (out_dir / f"{s}.npz").is_file()]
+    cohort = wd.read_cohort(scans_dir)
+    todo = [s for s in cohort["scan_id"] if not projection_path(stage, s).is_file()]
     rows = {s: {"scan_id": s, "done_now": False} for s in cohort["scan_id"]}
-    args = [(s, scans_dir, masks_dir, out_dir / f"{s}.npz", params.as_dict(), n_threads) for s in todo]
-    for _, result in map_jobs(project_scan_files, args, n_jobs, desc="projections", progress=progress):
+    args = [(s, scans_dir, masks_dir, projection_path(stage, s), params.as_dict(), n_threads) for s in todo]
+    for _, result in map_jobs(project_scan_files, args, n_jobs, desc="projections", progress=progress,
+                              scheduler=scheduler):
         rows[result["scan_id"]].update(result, done_now=True)
     return stage, pd.DataFrame(list(rows.values()))
-
-
-# ---------------------------------------------------------------------------------------------
-# Labels, splits, balancing
-
-
-def survival_columns(table: pd.DataFrame, years: float = 2.0) -> pd.DataFrame:
-    """``death_2y`` (1.0 / 0.0 / NaN) and ``censored_2y`` (True when the outcome at ``years`` is
-    unknown: follow-up ended earlier without a death) for each manifest row.
-
-    Uses :func:`sapsam_utils.synthetic.cohort.two_year_death`, the study's one definition.
-    """
-    death = two_year_death(table, years=years)
-    return pd.DataFrame({"death_2y": death, "censored_2y": death.isna()}, index=table.index)
-
-
-def patient_groups(cohort: pd.DataFrame) -> pd.Series:
-    """One group per patient: ``cpa`` when any of the patient's scans is CPA, else ``control``."""
-    is_cpa = cohort["group"].eq("cpa").groupby(cohort["patient_id"]).any()
-    return is_cpa.map({True: "cpa", False: "control"}).rename("group")
-
-
-def split_patients(
-    cohort: pd.DataFrame, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, seed: int = 0
-) -> pd.DataFrame:
-    """Assign each patient to ``train`` / ``val`` / ``test``, stratified by group, seeded.
-
-    Within each group the patients (sorted, then shuffled with ``seed``) are cut by
-    ``fractions`` (rounded); a group of 2 patients still gets one test patient, a group of 3 or
-    more one patient in every split with a non-zero fraction; training keeps at least one.
-
-    Parameters
-    ----------
-    cohort : pandas.DataFrame
-        Rows with ``patient_id`` and ``group`` (one row per scan is fine).
-    fractions : tuple of float
-        Train, validation and test shares of the patients (normalised to sum to 1).
-    seed : int
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``patient_id, group, split``, one row per patient.
-    """
-    fractions = np.asarray(fractions, dtype=float)
-    if fractions.shape != (3,) or (fractions < 0).any() or fractions.sum() <= 0 or fractions[0] <= 0:
-        raise ValueError(f"split fractions {tuple(fractions)}: need (train > 0, val >= 0, test >= 0)")
-    fractions = fractions / fractions.sum()
-    groups = patient_groups(cohort)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for group in sorted(groups.unique()):
-        patients = np.array(sorted(groups.index[groups == group]))
-        patients = patients[rng.permutation(len(patients))]
-        n = len(patients)
-        n_val, n_test = (int(round(n * f)) for f in fractions[1:])
-        # Small groups: test first, then validation, get one patient when the group can afford it
-        # (training keeps at least one).
-        if fractions[2] > 0 and n >= 2:
-            n_test = max(n_test, 1)
-        if fractions[1] > 0 and n >= 3:
-            n_val = max(n_val, 1)
-        n_test = min(n_test, max(n - 1, 0))
-        n_val = min(n_val, max(n - 1 - n_test, 0))
-        n_train = n - n_val - n_test
-        names = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
-        rows += [{"patient_id": p, "group": group, "split": s} for p, s in zip(patients, names)]
-    table = pd.DataFrame(rows, columns=["patient_id", "group", "split"])
-    check_patient_splits(cohort.assign(split=cohort["patient_id"].map(table.set_index("patient_id")["split"])))
-    return table
-
-
-def check_patient_splits(table: pd.DataFrame) -> None:
-    """Raise if a patient appears in more than one split (rows need ``patient_id``, ``split``)."""
-    if table["split"].isna().any():
-        missing = sorted(table.loc[table["split"].isna(), "patient_id"].unique())
-        raise ValueError(f"patients without a split: {missing[:10]}")
-    per_patient = table.groupby("patient_id")["split"].nunique()
-    shared = sorted(per_patient.index[per_patient > 1])
-    if shared:
-        raise AssertionError(f"patients in more than one split: {shared[:10]}")
-
-
-def balanced_indices(labels, seed: int = 0) -> np.ndarray:
-    """Row indices with every class oversampled (with replacement) to the largest class's count.
-
-    Every original row appears at least once; the extra rows of the smaller classes are drawn at
-    random; the result is shuffled. Use it on the **training** rows only, after the split.
-
-    Parameters
-    ----------
-    labels : array-like
-        One class per row (NaN rows, e.g. censored survival, are left out).
-    seed : int
-
-    Returns
-    -------
-    numpy.ndarray of int
-        Indices into ``labels``; each class appears ``max count`` times.
-    """
-    labels = pd.Series(np.asarray(labels))
-    labels = labels[labels.notna()]
-    rng = np.random.default_rng(seed)
-    classes = sorted(labels.unique())
-    if not classes:
-        return np.empty(0, dtype=np.intp)
-    target = labels.value_counts().max()
-    parts = []
-    for c in classes:
-        idx = labels.index[labels == c].to_numpy()
-        extra = rng.choice(idx, size=target - len(idx), replace=True) if target > len(idx) else idx[:0]
-        parts += [idx, extra]
-    out = np.concatenate(parts).astype(np.intp)
-    return out[rng.permutation(len(out))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,15 +278,15 @@ def build_datasets(
     """
     from tqdm.auto import tqdm
 
-    proj_key, proj_dir = workdir.current_stage(workdir, "projections")
+    proj_key, proj_dir = wd.current_stage(workdir, "projections")
     _, _, scans_dir = upstream_stages(workdir)
     params = {"fractions": [float(f) for f in fractions], "seed": int(seed)}
-    stage = workdir.stage_dir(workdir, "datasets", params, upstream=proj_key)
-    if (stage / "datasets.json").is_file():
+    stage = wd.stage_dir(workdir, "datasets", params, upstream=proj_key)
+    if (stage / DATASETS_RECORD).is_file():
         return stage
-    cohort = pd.read_csv(scans_dir / "cohort.csv", dtype=str, keep_default_na=False)
+    cohort = wd.read_cohort(scans_dir)
     cohort[list(LABEL_COLUMNS)] = cohort[list(LABEL_COLUMNS)].astype(int)
-    missing = [s for s in cohort["scan_id"] if not (proj_dir / "scans" / f"{s}.npz").is_file()]
+    missing = [s for s in cohort["scan_id"] if not projection_path(proj_dir, s).is_file()]
     if missing:
         raise FileNotFoundError(f"{proj_dir}/scans: no projections for {missing[:5]}; run preprocess_cohort first")
     splits = split_patients(cohort, fractions, seed)
@@ -411,11 +294,11 @@ def build_datasets(
     check_patient_splits(cohort.assign(split=split_of))
     splits.to_csv(stage / "splits.csv", index=False)
 
-    first = read_scan_npz(proj_dir / "scans" / f"{cohort['scan_id'].iloc[0]}.npz")
+    first = read_projection(proj_dir, cohort["scan_id"].iloc[0])
     rotations = first["rotations"]
     has_truth = {}
     for s in cohort["scan_id"]:
-        with np.load(proj_dir / "scans" / f"{s}.npz") as data:
+        with np.load(projection_path(proj_dir, s)) as data:
             has_truth[s] = "whole_truth_axial" in data.files
     any_truth = any(has_truth.values())
     shapes = {k: first[k].shape for k in first if k.startswith(("whole_", "regions_"))}
@@ -442,7 +325,7 @@ def build_datasets(
                     tmp / f"{name}.npy", mode="w+", dtype=np.uint8, shape=(rows, *shape[1 if kind == "whole" else 2:])
                 )
             for i, scan_id in enumerate(part["scan_id"]):
-                data = read_scan_npz(proj_dir / "scans" / f"{scan_id}.npz")
+                data = read_projection(proj_dir, scan_id)
                 for name, out in arrays.items():
                     n = len(out) // max(len(part), 1)
                     if name in data:
@@ -461,7 +344,7 @@ def build_datasets(
     bar.close()
     summary["shapes"] = {k: list(v[1:] if k.startswith("whole_") else v[2:]) for k, v in shapes.items()}
     summary["rotations"] = rotations.tolist()
-    files.write_json(stage / "datasets.json", summary)  # last: marks the stage complete
+    files.write_json(stage / DATASETS_RECORD, summary)  # last: marks the stage complete
     return stage
 
 
@@ -472,22 +355,20 @@ def projection_variant(workdir: str | os.PathLike, n_jobs: int = 1, progress: bo
 
     The variant is projected (or found finished) and split with the main run's split fractions and
     seed, so its splits hold the same patients; models trained inside the block go to their own
-    ``models`` folder. See :func:`sapsam_utils.core.workdir.side_run`.
+    ``models`` folder. See :func:`sapsam_utils.stages.workdir.side_run`.
 
     Yields
     ------
     ProjectionParams
         The variant's parameters.
     """
-    _, proj_dir = workdir.current_stage(workdir, "projections")
-    _, data_dir = workdir.current_stage(workdir, "datasets")
-    params = json.loads((proj_dir / "stage.json").read_text())["params"]
+    params = wd.stage_params(workdir, "projections")
     unknown = sorted(set(changes) - set(params))
     if unknown:
         raise ValueError(f"projection_variant: {unknown} are not projection parameters ({sorted(params)})")
     variant = ProjectionParams(**{**params, **changes})
-    split = json.loads((data_dir / "stage.json").read_text())["params"]
-    with workdir.side_run(workdir, ("projections", "datasets", "models")):
+    split = wd.stage_params(workdir, "datasets")
+    with wd.side_run(workdir, ("projections", "datasets", "models")):
         preprocess_cohort(workdir, variant, n_jobs=n_jobs, progress=progress)
         build_datasets(workdir, tuple(split["fractions"]), split["seed"], progress=progress)
         yield variant
@@ -538,9 +419,9 @@ def load_split(
     """
     if kind not in ("whole", "regions") or split not in SPLITS:
         raise ValueError(f"kind must be 'whole' or 'regions' and split one of {SPLITS}, got {kind!r}, {split!r}")
-    _, stage = workdir.current_stage(workdir, "datasets")
+    _, stage = wd.current_stage(workdir, "datasets")
     folder = stage / split
-    if not (stage / "datasets.json").is_file() or not folder.is_dir():
+    if not (stage / DATASETS_RECORD).is_file() or not folder.is_dir():
         raise FileNotFoundError(f"{folder}: the datasets stage is incomplete; rerun 03_projections")
     records = pd.read_csv(folder / f"{kind}.csv", dtype={"scan_id": str, "patient_id": str})
 

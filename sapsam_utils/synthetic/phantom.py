@@ -92,8 +92,8 @@ back, ``x`` from the patient's right to left, so the right lung lies at low ``x`
 Pre-existing conditions
 -----------------------
 The paper lists the pre-existing (non-exclusive) lung diseases of its 276 CPA studies:
-consolidation 112, bronchiectasis 86, emphysema 66, sarcoidosis 39, ground-glass opacities 38,
-cystic fibrosis 26, other 31 (:data:`PREEXISTING_CONDITIONS`). A patient's condition in each of
+consolidation, bronchiectasis, emphysema, sarcoidosis, ground-glass opacities, cystic fibrosis and
+other, with their counts (:data:`PREEXISTING_CONDITIONS`, read from ``book/paper_numbers.yaml``). A patient's condition in each of
 the six sub-regions is drawn from these proportions by the anatomy seed, so it is the same in all
 their scans: with probability :data:`PREEXISTING_SAME_CONDITION` it is the patient's main
 condition (itself drawn from the proportions), otherwise a condition of its own; either way each
@@ -163,16 +163,19 @@ from ..core.regions import (
     region_map,
     region_slices,
 )
+from ..core.paper import paper_value
 from ..core.volume import Volume
 
 #: Fraction of the lung box's extent that a sign keeps away from each inner cut of the box.
 REGION_MARGIN = 0.08
 #: How the phantom can draw a pre-existing condition (see "Pre-existing conditions").
 PREEXISTING_KINDS = ("emphysema", "consolidation", "ground_glass", "bronchiectasis")
-#: The paper's pre-existing conditions: CPA studies with each (non-exclusive, of 276).
+#: The paper's pre-existing conditions: CPA studies with each (non-exclusive, of 276), in the
+#: paper's order; the counts are the rows ``preexisting_*`` of :mod:`sapsam_utils.core.paper`.
 PREEXISTING_CONDITIONS = {
-    "consolidation": 112, "bronchiectasis": 86, "emphysema": 66, "sarcoidosis": 39,
-    "ground_glass": 38, "cystic_fibrosis": 26, "other": 31,
+    name: paper_value("01_cohort", f"preexisting_{name}")
+    for name in ("consolidation", "bronchiectasis", "emphysema", "sarcoidosis", "ground_glass", "cystic_fibrosis",
+                 "other")
 }
 #: The kind (:data:`PREEXISTING_KINDS`) that draws each condition.
 PREEXISTING_APPEARANCE = {

@@ -20,7 +20,10 @@ in HU: how far, on average, one distribution's mass must move to become the othe
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import numpy as np
+import pandas as pd
 from scipy import ndimage as ndi
 from scipy.stats import wasserstein_distance
 
@@ -80,14 +83,6 @@ def body_size_mm(ct: Volume, body: np.ndarray, lungs: np.ndarray) -> tuple[float
     return float(np.median(widths)), float(np.median(depths))
 
 
-def subsample_inplane(ct: Volume, stride: int) -> Volume:
-    """Every ``stride``-th voxel along y and x (no averaging, so the noise and the HU distribution
-    are those of the original scan): a fine real scan measured in a fraction of the time."""
-    if stride == 1:
-        return ct
-    return Volume(ct.array[:, ::stride, ::stride], (ct.spacing[0], ct.spacing[1] * stride, ct.spacing[2] * stride), ct.origin)
-
-
 def sample(values: np.ndarray, n: int, seed: int) -> np.ndarray:
     """At most ``n`` of ``values``, drawn without replacement with ``seed`` (all when fewer)."""
     if values.size <= n:
@@ -129,3 +124,70 @@ def realism_measures(ct: Volume, max_values: int = 200_000, seed: int = 0) -> di
         "parenchyma_iqr_hu": float(q3 - q1),
         "values": sample(values, max_values, seed),
     }
+
+
+#: The columns of :func:`realism_table`'s table, after ``scan``.
+REALISM_COLUMNS = ("kind", "lung_volume_l", "body_width_mm", "body_depth_mm", "parenchyma_median_hu",
+                   "parenchyma_iqr_hu", "truth_lung_volume_l")
+
+
+def realism_table(phantoms: Iterable[tuple[str, Volume, Volume | None]], reals: Iterable[tuple[str, Volume]] = (),
+                  seed: int = 0) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """:func:`realism_measures` of phantoms and real scans, side by side.
+
+    Parameters
+    ----------
+    phantoms : iterable of (scan_id, CT, lung truth or None)
+        Measured one by one (a generator keeps one scan in memory at a time); the lung truth
+        checks the lung estimate.
+    reals : iterable of (scan_id, CT)
+    seed : int
+        Seed of each scan's parenchyma sample.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Index ``scan``; :data:`REALISM_COLUMNS` (``kind`` is ``phantom`` or ``real``;
+        ``truth_lung_volume_l`` NaN without truth) and, when there are real scans,
+        ``w1_to_real_mean_hu``: each scan's mean Wasserstein-1 distance to the real scans other
+        than itself.
+    values : dict
+        Scan id -> its parenchyma HU sample.
+    """
+    rows, values = [], {}
+    for kind, scans in (("phantom", phantoms), ("real", ((s, ct, None) for s, ct in reals))):
+        for scan_id, ct, truth in scans:
+            m = realism_measures(ct, seed=seed)
+            values[scan_id] = m.pop("values")
+            truth_l = float((truth.array > 0).sum() * truth.voxel_volume_ml / 1000) if truth is not None else np.nan
+            rows.append({"scan": scan_id, "kind": kind, **m, "truth_lung_volume_l": truth_l})
+    table = pd.DataFrame(rows, columns=["scan", *REALISM_COLUMNS]).set_index("scan")
+    real_ids = list(table.index[table["kind"] == "real"])
+    if real_ids:
+        table["w1_to_real_mean_hu"] = [
+            np.mean([hu_distance(values[s], values[r]) for r in real_ids if r != s]) for s in table.index
+        ]
+    return table, values
+
+
+def realism_summary(table: pd.DataFrame, values: dict[str, np.ndarray]) -> dict[str, float]:
+    """The means of :func:`realism_table` over phantoms and over real scans, and the histogram
+    distances: ``realism_phantoms`` (count), ``realism_<phantom|real>_<measure>_mean``,
+    ``realism_phantom_truth_lung_volume_l_mean``, ``realism_w1_phantom_to_real_hu_mean`` (the
+    phantoms' mean distance to the real scans) and ``realism_w1_real_to_real_hu_mean`` (the mean
+    over pairs of real scans). Empty without phantoms or without real scans."""
+    phantoms, reals = table[table["kind"] == "phantom"], table[table["kind"] == "real"]
+    if phantoms.empty or reals.empty:
+        return {}
+    real_ids = list(reals.index)
+    pairs = [hu_distance(values[a], values[b]) for i, a in enumerate(real_ids) for b in real_ids[i + 1:]]
+    numbers: dict[str, float] = {"realism_phantoms": len(phantoms),
+                                 "realism_phantom_lung_volume_l_mean": float(phantoms["lung_volume_l"].mean()),
+                                 "realism_phantom_truth_lung_volume_l_mean": float(phantoms["truth_lung_volume_l"].mean()),
+                                 "realism_real_lung_volume_l_mean": float(reals["lung_volume_l"].mean())}
+    for measure in ("body_width_mm", "body_depth_mm", "parenchyma_median_hu", "parenchyma_iqr_hu"):
+        numbers[f"realism_phantom_{measure}_mean"] = float(phantoms[measure].mean())
+        numbers[f"realism_real_{measure}_mean"] = float(reals[measure].mean())
+    numbers["realism_w1_phantom_to_real_hu_mean"] = float(phantoms["w1_to_real_mean_hu"].mean())
+    numbers["realism_w1_real_to_real_hu_mean"] = float(np.mean(pairs))
+    return numbers
