@@ -36,7 +36,7 @@ def test_toc_lists_the_seven_notebooks_in_order_between_intro_and_results(root):
 def test_profiles_have_common_parameters_and_one_block_per_notebook(root, profile):
     blocks = runner.load_profile(root, profile)
     assert blocks["common"] == {"manifest": "data_manifest.csv", "workdir": f"work/{profile}", "seed": 0,
-                                "public_ct_root": "../shared/ct"}
+                                "public_ct_root": "../shared/ct", "scheduler": "processes"}
     assert set(blocks) == {"common", *STEMS}
 
 

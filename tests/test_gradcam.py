@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 from keras import layers
 
@@ -10,6 +11,7 @@ from sapsam_utils.learning import gradcam as gc
 from sapsam_utils.learning.models import build_classifier
 from sapsam_utils.imaging.projections import ProjectionParams, project_scan, resample_box, to_grid
 from sapsam_utils.core.regions import LABELS, REGIONS, SIGN_CODES
+from sapsam_utils.core.results import Estimate
 from sapsam_utils.core.volume import Volume, read_volume
 
 # A 2x2 convolution with two filters on 4x4 one-channel images: maps A of 3x3x2.
@@ -417,3 +419,84 @@ def test_activation_rank_correlation():
     assert gc.mean_activation(tiny_model(), x[:0]).shape == (0, 3, 3)
     mixed = gc.activation_rank_correlation(tiny_model(), x)
     assert mixed.shape == (4,) and np.all((np.abs(mixed) <= 1) | np.isnan(mixed))
+
+
+# --- the chapter's scores -----------------------------------------------------------------------
+
+
+def test_layer_maps_are_gradcam_and_the_mean_activation_on_the_pixels():
+    model, x = tiny_model(), images(3, seed=4)
+    maps = gc.layer_maps(model, x, ["conv"], batch_size=2)
+    assert list(maps) == ["conv", "mean_activation"]
+    np.testing.assert_allclose(maps["conv"], gc.upsample(gc.gradcam(model, x, 1, "conv"), (4, 4)), rtol=1e-6)
+    by_hand = np.stack([conv_maps(i).mean(axis=-1) for i in x])
+    np.testing.assert_allclose(maps["mean_activation"], gc.upsample(by_hand, (4, 4)), rtol=1e-5, atol=1e-6)
+
+
+def test_localisation_by_layer_scores_each_layer_against_the_truth():
+    model, x = tiny_model(), images(4, seed=6)
+    truths = np.zeros((4, 4, 4))
+    truths[:, :2, :2] = 1
+    table, maps, summary = gc.localisation_by_layer(model, x, truths, ["conv"], thresholds=(0.5,))
+    expected = gc.layer_maps(model, x, ["conv"])
+    np.testing.assert_allclose(maps, expected["conv"], rtol=1e-6)
+    scores = {name: gc.localisation_scores(m, truths, (0.5,)) for name, m in expected.items()}
+    assert table.equals(scores["conv"])
+    assert summary["name"].tolist() == ["conv", "mean_activation"]
+    assert summary["layer"].tolist() == ["conv (3x3)", "mean_activation (3x3)"]
+    np.testing.assert_allclose(summary["pointing game"], [scores[n]["pointing_game"].mean() for n in scores])
+    np.testing.assert_allclose(summary["energy"], [scores[n]["energy"].mean() for n in scores])
+    np.testing.assert_allclose(summary["chance"], 0.25)
+
+
+def test_localisation_summary_numbers_and_row():
+    from sapsam_utils.learning.evaluation import mean_ci
+
+    table = pd.DataFrame({"pointing_game": [1.0, 1.0, 0.0, 1.0, np.nan], "energy": [0.9, 0.8, 0.1, 0.7, np.nan],
+                          "truth_share": [0.1, 0.1, 0.1, 0.1, np.nan], "iou_0.5": [0.5, 0.4, 0.0, 0.3, np.nan],
+                          "empty_map": [False, False, True, False, False],
+                          "patient_id": ["A", "A", "B", "C", "C"]})
+    numbers, row = gc.localisation_summary(table, (0.5,), n_boot=200, seed=3)
+    assert list(numbers) == ["pointing_game", "energy", "iou_0.5", "pointing_chance", "energy_uniform",
+                             "scored_images", "empty_maps", "pointing_above_chance"]
+    m = mean_ci(table["energy"], table["patient_id"], 200, 3)
+    assert numbers["energy"] == Estimate(m["value"], m["ci_low"], m["ci_high"])
+    assert numbers["pointing_game"].value == 0.75 and numbers["pointing_chance"] == pytest.approx(0.1)
+    assert numbers["scored_images"] == 4 and numbers["empty_maps"] == 1
+    assert numbers["pointing_above_chance"] == (numbers["pointing_game"].low > 0.1)
+    assert row["scored (patients)"] == "4 (3)" and row["all-zero maps"] == "1 of 5"
+    assert row["energy"] == numbers["energy"].text() and row["chance / uniform"] == "0.100"
+
+
+def test_randomisation_check_reads_the_whole_top_block():
+    curve = pd.DataFrame({"step": [1, 2, 3, 4], "layer": ["logits", "block5_conv4", "block5_conv1", "block4_conv4"],
+                          "rank_correlation": [0.9, 0.5, -0.3, 0.1], "abs_rank_correlation": [0.9, 0.6, 0.4, 0.2]})
+    top, check = gc.randomisation_check(curve, 0.5)
+    assert top["step"] == 3
+    assert check == {"randomisation_rank_corr_top_block": 0.4, "randomisation_signed_rank_corr_top_block": -0.3,
+                     "randomisation_target_met": True}
+    assert gc.randomisation_check(curve, 0.4)[1]["randomisation_target_met"] is False
+
+
+def test_psam3d_table_and_results():
+    ct, conservative, refined, signs = phantom()
+    scan = to_grid(ct, conservative, refined, signs, GRID)
+    images_ = project_scan(scan, ProjectionParams(grid_shape=GRID, angles=(0.0,)))
+    label = LABELS.index("fungus_ball")
+    maps = {axis: np.stack([images_.regions_truth[axis][0, REGIONS.index(r), ..., label] for r in ("RU", "LL")])
+            for axis in gc.AXES}
+    table = gc.psam3d_table(maps, lambda scan_id: (ct, refined, signs, scan), ["s", "s"], ["RU", "LL"], "fungus_ball")
+    _, _, distance, chance = gc.sub_region_psam({a: m[0] for a, m in maps.items()}, ct, refined, signs, scan, "RU",
+                                                "fungus_ball")
+    assert table.loc[0, "distance_mm"] == distance == 0.0 and table.loc[0, "chance_mm"] == pytest.approx(chance)
+    assert table.loc[0, "on_sign"] == 1.0
+    assert table.loc[1].isna().all()  # no lesion in LL: no distance, no chance, not scored
+
+    hand = pd.DataFrame({"distance_mm": [0.0, 4.0, np.nan, 10.0], "chance_mm": [20.0, 20.0, 20.0, 30.0],
+                         "on_sign": [1.0, 0.0, 0.0, 0.0]})
+    out = gc.psam3d_results(hand, ["A", "B", "B", "C"], "fungus_ball", n_boot=100, seed=0)
+    assert list(out)[:4] == ["psam3d_distance_mm", "psam3d_chance_mm", "psam3d_on_sign", "psam3d_sign"]
+    assert out["psam3d_distance_mm"].value == pytest.approx(14 / 3) and out["psam3d_chance_mm"].value == 22.5
+    assert out["psam3d_images"] == 4 and out["psam3d_empty_maps"] == 1 and out["psam3d_distance_mm_median"] == 4.0
+    assert out["psam3d_below_chance"] == (out["psam3d_distance_mm"].high < 22.5) is True
+    assert gc.median_case(hand["distance_mm"]) == 1 and gc.median_case(pd.Series([np.nan, np.nan])) == 0

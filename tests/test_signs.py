@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from sapsam_utils.core import files
-from sapsam_utils.stages import workdir
+from sapsam_utils.stages import workdir as wd
 from sapsam_utils.stages import datasets
 from sapsam_utils.learning import signs
 from sapsam_utils.core.regions import LABELS, REGIONS
@@ -98,7 +98,7 @@ def test_scores_by_level_and_table2():
     assert scores["middle", "recall"] == 0.0 and scores["lower", "recall"] == 0.0
     long = pd.DataFrame([{"sign": "cavity", "axis": "axial", "metric": m, "value": 0.9, "ci_low": 0.8, "ci_high": 0.95}
                          for m in ("precision", "recall")])
-    t2 = signs.table2(long, {("cavity", "axial", "precision"): 0.892, ("cavity", "coronal", "recall"): 0.885},
+    t2 = signs.table2(long, {"cavity_axial_image_precision": 0.892, "cavity_coronal_image_recall": 0.885},
                       axes=("axial", "coronal"))
     assert t2.loc["cavities", ("precision", "axial", "ours")] == "90.0 [80.0, 95.0]"
     assert t2.loc["cavities", ("precision", "axial", "paper")] == "89.2"
@@ -109,16 +109,16 @@ def test_scores_by_level_and_table2():
 def test_projection_variant_leaves_the_main_run_current(workdir):  # noqa: F811
     datasets.preprocess_cohort(workdir, PARAMS, n_jobs=1, progress=False)
     main = datasets.build_datasets(workdir, fractions=(0.5, 0.25, 0.25), seed=0, progress=False)
-    before = {s: workdir.current_stage(workdir, s)[0] for s in ("projections", "datasets")}
+    before = {s: wd.current_stage(workdir, s)[0] for s in ("projections", "datasets")}
     with datasets.projection_variant(workdir, statistic="weighted", progress=False) as variant:
         assert variant.statistic == "weighted"
-        _, inside = workdir.current_stage(workdir, "datasets")
+        _, inside = wd.current_stage(workdir, "datasets")
         assert inside != main
         # the same patients in each split
         assert pd.read_csv(inside / "splits.csv").equals(pd.read_csv(main / "splits.csv"))
-        stored = json.loads((workdir.current_stage(workdir, "projections")[1] / "stage.json").read_text())
+        stored = json.loads((wd.current_stage(workdir, "projections")[1] / "stage.json").read_text())
         assert stored["params"]["statistic"] == "weighted"
-    assert {s: workdir.current_stage(workdir, s)[0] for s in ("projections", "datasets")} == before
+    assert {s: wd.current_stage(workdir, s)[0] for s in ("projections", "datasets")} == before
     assert not (workdir / "models" / "current.json").exists()  # no models stage before: none after
     with pytest.raises(ValueError, match="not projection parameters"):
         with datasets.projection_variant(workdir, statistc="weighted"):

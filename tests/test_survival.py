@@ -10,20 +10,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sapsam_utils.synthetic.cohort import two_year_death
+from sapsam_utils.data.manifest import two_year_death
 from sapsam_utils.data.manifest import validate_manifest
 from sapsam_utils.core.regions import LABEL_COLUMNS
 from sapsam_utils.learning.survival import (
     concordance,
     cox_model,
+    cox_results,
     km_logrank,
     label_counts,
+    label_results,
+    labels_by_split,
     paper_labels,
     ph_check,
     reset_head,
     risk_groups,
+    survival_table,
     time_to_event,
 )
+from sapsam_utils.core.results import Estimate
 
 DIED_IN = "died within 2 years after the scan"
 ALIVE = "alive 2 years after the scan"
@@ -203,8 +208,60 @@ def test_kaplan_meier_figure():
     ax = kaplan_meier(km["fitters"], title="by x")
     assert "years" in ax.get_xlabel() and ax.get_title() == "by x"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["low risk", "high risk"]
-    assert len(ax.figure.axes) >= 2  # the at-risk table's axes
+    for line, fitter in zip(ax.lines, km["fitters"].values()):  # each curve is its group's estimate, as steps
+        assert line.get_drawstyle() == "steps-post"
+        np.testing.assert_allclose(line.get_xdata(), fitter.survival_function_.index)
+        np.testing.assert_allclose(line.get_ydata(), fitter.survival_function_.iloc[:, 0])
     plt.close(ax.figure)
+    # a hand-computed curve: deaths at 1, 3 and 4 years, one censored at 2 (4 at risk, then 2, then 1)
+    time, event = np.array([1.0, 2.0, 3.0, 4.0, 1.5, 2.5]), np.array([1, 0, 1, 1, 0, 0])
+    km = km_logrank(time, event, np.array([False] * 4 + [True] * 2))
+    ax = kaplan_meier(km["fitters"], at_risk=False)
+    np.testing.assert_allclose(ax.lines[0].get_xdata(), [0, 1, 2, 3, 4])
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [1, 0.75, 0.75, 0.375, 0])
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), [1, 1, 1])  # no death among the high-risk two
+    plt.close(ax.figure)
+
+
+def _labelled_cohort():
+    rows = [("P1", "s1", "cpa", 1.0, "train"), ("P1", "s2", "cpa", np.nan, "train"), ("P2", "s3", "cpa", 0.0, "test"),
+            ("P3", "s4", "cpa", 0.0, "test"), ("P3", "s5", "cpa", 1.0, "test"), ("C1", "s6", "control", np.nan, "val")]
+    return pd.DataFrame(rows, columns=["patient_id", "scan_id", "group", "label", "split"])
+
+
+def test_label_results_and_labels_by_split():
+    cohort = _labelled_cohort()
+    assert label_results(cohort) == {"n_positive_scans": 2, "n_negative_scans": 2, "n_left_out_scans": 1,
+                                     "n_control_scans_left_out": 1, "n_positive_patients": 2,
+                                     "n_negative_patients": 2}
+    table = labels_by_split(cohort[cohort["group"] == "cpa"], ("train", "val", "test"))
+    assert list(table.index) == ["train", "val", "test", "total"]
+    assert table.loc["train"].tolist() == [1, 1, 0, 1]  # patients, positive, negative, left out
+    assert table.loc["val"].tolist() == [0, 0, 0, 0]  # no CPA scan there
+    assert table.loc["test"].tolist() == [2, 1, 2, 0]
+    assert table.loc["total"].tolist() == [3, 2, 2, 1]
+
+
+def test_survival_table_scores_each_scan_and_keeps_the_first_per_patient():
+    scans = pd.DataFrame({"scan_id": ["a", "b", "c", "d"], "patient_id": ["P1", "P1", "P2", "P3"],
+                          "scan_date": ["2015-03-01", "2014-01-01", "2016-01-01", "2016-01-01"]})
+    images = pd.DataFrame({"scan_id": ["a", "a", "b", "c", "c"], "probability": [0.2, 0.4, 0.9, 0.5, 0.7]})
+    table, first = survival_table(scans, images)
+    assert table["scan_id"].tolist() == ["a", "b", "c"]  # d has no image
+    np.testing.assert_allclose(table["score"], [0.3, 0.9, 0.6])
+    np.testing.assert_allclose(table["score_z"], [-1.0, 1.0, 0.0], atol=1e-12)  # mean 0.6, sample SD 0.3
+    assert first.set_index("patient_id")["scan_id"].to_dict() == {"P1": "b", "P2": "c"}
+
+
+def test_cox_results_names_hazard_ratios_and_p_values():
+    summary = pd.DataFrame({"covariate": ["score_z", "burden"], "coef": [0.1, 0.2], "se": [0.1, 0.1],
+                            "hazard_ratio": [1.23456, 0.5], "ci_lower": [1.1, 0.25], "ci_upper": [1.4, 1.0],
+                            "p_value": [0.01, 0.2]})
+    numbers, shown = cox_results(summary, "cox_hr")
+    assert numbers == {"cox_hr_score": Estimate(1.23456, 1.1, 1.4), "cox_p_score": 0.01,
+                       "cox_hr_burden": Estimate(0.5, 0.25, 1.0), "cox_p_burden": 0.2}
+    assert shown.loc["score_z", "hazard_ratio"] == 1.235 and list(shown.columns) == [
+        "hazard_ratio", "ci_lower", "ci_upper", "p_value"]
 
 
 # --- reset_head ---------------------------------------------------------------------------------

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 
 from sapsam_utils.core import files
-from sapsam_utils.stages import workdir
+from sapsam_utils.stages import workdir as wd
 from sapsam_utils.learning import training
-from sapsam_utils.stages.datasets import SPLITS
+from sapsam_utils.stages import models as model_stage
+from sapsam_utils.stages.datasets import SPLITS, load_split
 from sapsam_utils.learning.training import ImageBatches, TrainParams, epoch_rows, fit, predict_probabilities
 
 
@@ -112,7 +113,7 @@ def test_deterministic_and_resumes_where_it_stopped(tmp_path):
 
 def fake_datasets_stage(workdir, n_patients=(6, 2, 2), size=(16, 16), rotations=2):
     """A hand-made ``datasets`` stage of whole-scan images: 2 scans per patient, alternating groups."""
-    stage = workdir.stage_dir(workdir, "datasets", {"fake": 1}, upstream="x")
+    stage = wd.stage_dir(workdir, "datasets", {"fake": 1}, upstream="x")
     rng = np.random.default_rng(0)
     for split, n in zip(SPLITS, n_patients):
         rows = []
@@ -120,7 +121,7 @@ def fake_datasets_stage(workdir, n_patients=(6, 2, 2), size=(16, 16), rotations=
             for s in range(2):
                 for r in range(rotations):
                     rows.append({"scan_id": f"{split}{p}s{s}", "patient_id": f"{split}P{p}", "disease": p % 2,
-                                 "rotation": r})
+                                 "rotation": r, "group": "cpa" if p % 2 else "control"})
         records = pd.DataFrame(rows)
         (stage / split).mkdir()
         records.to_csv(stage / split / "whole.csv", index=False)
@@ -134,23 +135,34 @@ def fake_datasets_stage(workdir, n_patients=(6, 2, 2), size=(16, 16), rotations=
 def test_models_stage_writes_predictions_for_every_split(tmp_path):
     fake_datasets_stage(tmp_path)
     params = TrainParams(architecture="vgg19", input_size=32, epochs=1, steps_per_epoch=1, batch_size=8)
-    folder = training.train_model(tmp_path, params, log=None)
+    folder = model_stage.train_model(tmp_path, params, log=None)
     assert folder.parent.parent.name == "models" and folder.name == "disease-vgg19-axial"
     assert {p.name for p in folder.iterdir()} >= {"model.keras", "last.keras", "history.csv", "done.json",
                                                  "predictions_train.csv", "predictions_val.csv", "predictions_test.csv"}
     seen = {}
     for split, n in zip(SPLITS, (6, 2, 2)):
-        table = training.read_predictions(folder, split)
+        table = model_stage.read_predictions(folder, split)
         assert list(table.columns) == training.PREDICTION_COLUMNS and len(table) == n * 2 * 2
         assert table["probability"].between(0, 1).all()
         assert (table["label"] == table["patient_id"].str[-1].astype(int) % 2).all()
         seen[split] = set(table["patient_id"])
     assert not (seen["train"] & seen["val"] or seen["train"] & seen["test"] or seen["val"] & seen["test"])
+    # the stage's readers: the history, the record, the kept model (it predicts what the table holds)
+    history = model_stage.read_history(folder)
+    assert history["epoch"].tolist() == [1] and set(history) >= {"loss", "val_loss", "val_accuracy", "seconds"}
+    record = wd.model_record(folder)
+    assert (record["task"], record["axis"], record["kind"], record["label"]) == ("disease", "axial", "whole", "disease")
+    assert record["params"] == params.as_dict() and record["seconds_train"] == pytest.approx(history["seconds"].sum())
+    test = model_stage.read_predictions(folder, "test")
+    np.testing.assert_allclose(predict_probabilities(model_stage.load_model(folder), load_split(tmp_path, "whole", "test",
+                                                                                                axes=["axial"]).images["axial"]),
+                               test["probability"], rtol=1e-5, atol=1e-6)
     # the same parameters find the finished model; other parameters get another folder
     lines = []
-    assert training.train_model(tmp_path, params, log=lines.append) == folder and "reused" in lines[0]
+    assert model_stage.train_model(tmp_path, params, log=lines.append) == folder and "reused" in lines[0]
+    assert model_stage.retrain_on_axis(tmp_path, folder, "axial", log=None) == folder  # its own axis: itself
     other = TrainParams(**{**params.as_dict(), "learning_rate": 1e-3, "zoom_range": params.zoom_range})
-    assert training.models_stage(tmp_path, other) != folder.parent
+    assert model_stage.models_stage(tmp_path, other) != folder.parent
 
 
 def test_unknown_optimizer_is_refused():
@@ -177,18 +189,18 @@ def test_fine_tuning_a_base_model_with_scan_labels(tmp_path):
     fake_datasets_stage(tmp_path)
     params = TrainParams(architecture="vgg19_bn", input_size=32, frozen_blocks=0, epochs=1, steps_per_epoch=2,
                          batch_size=8, optimizer="adam", learning_rate=1e-3)
-    base_folder = training.train_model(tmp_path, params, log=None)
-    scans = pd.concat(training.read_predictions(base_folder, s) for s in SPLITS)["scan_id"].unique()
+    base_folder = model_stage.train_model(tmp_path, params, log=None)
+    scans = pd.concat(model_stage.read_predictions(base_folder, s) for s in SPLITS)["scan_id"].unique()
     # a label per scan: the second scan of each patient, and the first of patient 1, are left out
     labels = pd.Series({s: (np.nan if s.endswith("s1") else float(s[-3] == "0")) for s in scans}, name="outcome")
     settings = {"layers": ["fc2", "logits"], "seed": 5}
     base = (base_folder, lambda m: reset_head(m, settings["layers"], seed=settings["seed"]), settings)
-    folder = training.train_model(tmp_path, params, task="survival", label=labels, base=base, log=None)
+    folder = model_stage.train_model(tmp_path, params, task="survival", label=labels, base=base, log=None)
     assert folder.parent != base_folder.parent
     done = json.loads((folder / "done.json").read_text())
     assert done["label"] == "outcome" and done["base"]["settings"] == settings
     for split in SPLITS:
-        table = training.read_predictions(folder, split)
+        table = model_stage.read_predictions(folder, split)
         assert not table["scan_id"].str.endswith("s1").any()
         assert (table["label"] == table["scan_id"].map(labels)).all()
     tuned, original = keras.models.load_model(folder / "model.keras"), keras.models.load_model(base_folder / "model.keras")
@@ -200,8 +212,31 @@ def test_fine_tuning_a_base_model_with_scan_labels(tmp_path):
             assert same, f"{layer.name} changed although frozen"
     # other reset settings: another folder
     other = (base_folder, base[1], {**settings, "seed": 6})
-    assert training.models_stage(tmp_path, params, {"base": {"folder": "x", "settings": other[2]}}) != folder.parent
+    assert model_stage.models_stage(tmp_path, params, {"base": {"folder": "x", "settings": other[2]}}) != folder.parent
+    # the test scans without a label (group "cpa", i.e. odd patients): predicted on request
+    scored, added = model_stage.score_unlabelled(tmp_path, folder, "test", group="cpa")
+    unlabelled = scored[scored["label"].isna()]
+    assert added == 1 and set(unlabelled["scan_id"]) == {"test1s1"} and len(unlabelled) == 2  # two rotations
+    test = load_split(tmp_path, "whole", "test", axes=["axial"])
+    rows = np.flatnonzero(test.records["scan_id"] == "test1s1")
+    np.testing.assert_allclose(unlabelled["probability"], predict_probabilities(model_stage.load_model(folder),
+                                                                                test.images["axial"][rows]), rtol=1e-5)
+    assert len(scored) - len(unlabelled) == len(model_stage.read_predictions(folder, "test"))
     # other labels: another folder
-    relabelled = training.train_model(tmp_path, params, task="survival",
+    relabelled = model_stage.train_model(tmp_path, params, task="survival",
                                       label=labels.fillna(1.0), base=base, log=None)
     assert relabelled.parent != folder.parent
+
+
+
+def test_sign_model_folders_and_map_path(tmp_path):
+    wd.write_results(tmp_path, "05_sign_labelling", {"model_folder_cavity-axial": "models/k/cavity-vgg19-axial",
+                                                     "model_folder_cavity-coronal": "models/k/cavity-vgg19-coronal",
+                                                     "cavity_axial_image_recall": 0.5})
+    folders = model_stage.sign_model_folders(tmp_path, ["cavity"], "axial")
+    assert folders == {"cavity-axial": tmp_path / "models/k/cavity-vgg19-axial",
+                       "cavity-coronal": tmp_path / "models/k/cavity-vgg19-coronal"}
+    with pytest.raises(ValueError, match="trained only"):
+        model_stage.sign_model_folders(tmp_path, ["cavity", "fungus_ball"], "axial")
+    path = model_stage.map_path(tmp_path, "s1_RU_cavity_psam")
+    assert path == tmp_path / "gradcam" / "s1_RU_cavity_psam.nii.gz" and path.parent.is_dir()

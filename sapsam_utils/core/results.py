@@ -40,7 +40,10 @@ class Estimate:
 
     @classmethod
     def read(cls, results: Mapping[str, Any], name: str) -> "Estimate":
-        """The estimate ``name`` of a flat results mapping (bounds None when it has none)."""
+        """The estimate ``name`` of a results mapping, flat or holding estimates (bounds None when
+        it has none; the value None too when the mapping lacks ``name``)."""
+        if isinstance(results.get(name), Estimate):
+            return results[name]
         return cls(results.get(name), results.get(name + LOW), results.get(name + HIGH))
 
     @property
@@ -71,6 +74,22 @@ def format_number(value: Any, digits: int = 3, significant: bool = False) -> str
     if _missing(value):
         return MISSING
     return f"{value:.{digits}g}" if significant else f"{value:.{digits}f}"
+
+
+def estimates(rows, name: str) -> dict[str, Estimate]:
+    """``{name: Estimate}`` from rows with ``value``, ``ci_low`` and ``ci_high`` (the table of
+    :func:`sapsam_utils.learning.evaluation.evaluate`, a DataFrame, or a list of mappings).
+
+    ``name`` is a format string over each row's columns, e.g. ``"test_{metric}_{level}"``.
+    """
+    records = rows.to_dict("records") if hasattr(rows, "to_dict") else rows
+    return {name.format(**row): Estimate.of(row) for row in records}
+
+
+def estimate_texts(rows, digits: int = 3) -> list[str]:
+    """Each row's :class:`Estimate` as text (:meth:`Estimate.text`), for a table's column."""
+    records = rows.to_dict("records") if hasattr(rows, "to_dict") else rows
+    return [Estimate.of(row).text(digits) for row in records]
 
 
 def flatten(results: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ..stages.datasets import to_unit
+from ..imaging.projections import to_unit
 
 
 def pixel_features(images: np.ndarray, block: int = 4, batch: int = 2048) -> np.ndarray:

@@ -172,11 +172,6 @@ def compare(
     return {"difference": point[0] - point[1], "ci_low": float(low), "ci_high": float(high)}
 
 
-def with_ci(value: float, low: float, high: float, digits: int = 3) -> str:
-    """``0.950 [0.900, 0.990]``: a number with its interval, for tables."""
-    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-
-
 def mean_ci(values, patient_ids, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
     """The mean of per-image values (e.g. localisation scores) with a patient-level bootstrap 95 % CI.
 

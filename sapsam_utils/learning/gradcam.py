@@ -74,7 +74,7 @@ Helpers of the Grad-CAM chapter
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import keras
@@ -84,6 +84,8 @@ from scipy import ndimage, stats
 from skimage.transform import resize
 
 from ..imaging import augment
+from ..core.results import Estimate
+from .evaluation import mean_ci
 from .models import LAST_CONV_LAYER
 from ..core.regions import CAVITY_LUMEN, REGIONS, SIGN_CODES, Box, region_slices
 from ..core.volume import Volume, write_volume
@@ -720,3 +722,130 @@ def sub_region_psam(maps2d: dict[str, np.ndarray], ct: Volume, refined: Volume, 
     truth = sign_voxels(signs.array, sign) & block
     return (map3d, truth, distance_to_truth_mm(map3d, truth, ct.spacing),
             chance_distance_mm((refined.array > 0) & block, truth, ct.spacing))
+
+
+# ---------------------------------------------------------------------------------------------
+# The chapter's scores, on arrays and tables
+
+
+def layer_maps(model: keras.Model, images: np.ndarray, layers: Sequence[str], batch_size: int = 32) -> dict[str, np.ndarray]:
+    """The maps of class 1 of each of ``layers`` (Grad-CAM), then ``mean_activation``: the mean
+    activation of the first layer (no class, no gradient), all upsampled to the images' pixels.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        ``(N, H, W, C)`` in [0, 1].
+    """
+    shape = images.shape[1:3]
+    maps = {layer: upsample(gradcam(model, images, 1, layer, batch_size=batch_size), shape) for layer in layers}
+    maps["mean_activation"] = upsample(mean_activation(model, images, layers[0]), shape)
+    return maps
+
+
+def localisation_by_layer(model: keras.Model, images: np.ndarray, truths: np.ndarray, layers: Sequence[str],
+                          thresholds: Sequence[float] = IOU_THRESHOLDS,
+                          batch_size: int = 32) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+    """Localisation of a sign's maps from each layer (:func:`layer_maps`) against its truth.
+
+    Returns
+    -------
+    (pandas.DataFrame, numpy.ndarray, pandas.DataFrame)
+        The :func:`localisation_scores` of the first layer's maps and those maps, then one row per
+        map: ``name`` (a layer, or ``mean_activation``), ``layer`` (the name with the map's grid),
+        the mean ``pointing game`` and ``energy``, and ``chance`` (the mean truth share).
+    """
+    rows, first = [], None
+    for name, maps in layer_maps(model, images, layers, batch_size).items():
+        table = localisation_scores(maps, truths, thresholds)
+        if first is None:
+            first = (table, maps)
+        grid = "x".join(map(str, layer_grid(model, layers[0] if name == "mean_activation" else name)))
+        rows.append({"name": name, "layer": f"{name} ({grid})", "pointing game": table["pointing_game"].mean(),
+                     "energy": table["energy"].mean(), "chance": table["truth_share"].mean()})
+    return first[0], first[1], pd.DataFrame(rows)
+
+
+def localisation_estimates(table: pd.DataFrame, thresholds: Sequence[float] = IOU_THRESHOLDS, n_boot: int = 1000,
+                           seed: int = 0) -> dict[str, Estimate]:
+    """The mean of each localisation score of ``table`` (:func:`localisation_scores` with a
+    ``patient_id`` column) with its patient-level 95 % CI: ``pointing_game``, ``energy``, ``iou_<t>``."""
+    scores = ["pointing_game", "energy"] + [f"iou_{x:g}" for x in thresholds]
+    return {score: Estimate.of(mean_ci(table[score], table["patient_id"], n_boot, seed)) for score in scores}
+
+
+def localisation_summary(table: pd.DataFrame, thresholds: Sequence[float] = IOU_THRESHOLDS, n_boot: int = 1000,
+                         seed: int = 0) -> tuple[dict, dict]:
+    """A sign's localisation numbers and its row of the chapter's table.
+
+    Returns
+    -------
+    (dict, dict)
+        The numbers: :func:`localisation_estimates`, then ``pointing_chance`` and
+        ``energy_uniform`` (both the mean truth share), ``scored_images``, ``empty_maps`` and
+        ``pointing_above_chance`` (the pointing game's interval lies above chance); and the row,
+        the estimates as text beside the counts.
+    """
+    chance, scored = float(table["truth_share"].mean()), table["pointing_game"].notna()
+    scores = localisation_estimates(table, thresholds, n_boot, seed)
+    numbers = {**scores, "pointing_chance": chance, "energy_uniform": chance, "scored_images": int(scored.sum()),
+               "empty_maps": int(table["empty_map"].sum()), "pointing_above_chance": bool(scores["pointing_game"].low > chance)}
+    row = {"positive images": len(table), "scored (patients)": f"{scored.sum()} ({table.loc[scored, 'patient_id'].nunique()})",
+           "chance / uniform": f"{chance:.3f}", **{score.replace("_", " "): e.text() for score, e in scores.items()},
+           "all-zero maps": f"{numbers['empty_maps']} of {len(table)}", "above chance": numbers["pointing_above_chance"]}
+    return numbers, row
+
+
+def randomisation_check(curve: pd.DataFrame, target: float) -> tuple[pd.Series, dict]:
+    """The step of :func:`randomisation_curve` with the whole top block re-initialised (the last
+    ``block5`` step) and the check's numbers: its median ``|rho|`` and signed median, and whether
+    the median ``|rho|`` is below ``target``."""
+    top = curve[curve["layer"].str.startswith("block5")].iloc[-1]
+    return top, {"randomisation_rank_corr_top_block": top["abs_rank_correlation"],
+                 "randomisation_signed_rank_corr_top_block": top["rank_correlation"],
+                 "randomisation_target_met": bool(top["abs_rank_correlation"] < target)}
+
+
+def psam3d_table(maps: dict[str, np.ndarray], volumes: Callable[[str], tuple], scan_ids: Sequence[str],
+                 regions: Sequence[str], sign: str) -> pd.DataFrame:
+    """The 3-D maps' scores of scored sub-region images (:func:`sub_region_psam`), one row per image.
+
+    Parameters
+    ----------
+    maps : dict
+        Axis name -> ``(N, H, W)`` maps of the N images on that axis (same rows on every axis).
+    volumes : callable
+        Scan id -> ``(ct, refined, signs, grid scan)``, the arguments of :func:`sub_region_psam`.
+    scan_ids, regions : sequence of str
+        Each image's scan and sub-region.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``distance_mm``, ``chance_mm`` and ``on_sign`` (1 when the map's maximum is on the sign; an
+        all-zero map misses; NaN where the sub-region holds no lung or no sign).
+    """
+    rows = [sub_region_psam({a: m[j] for a, m in maps.items()}, *volumes(scan_id), region, sign)[2:]
+            for j, (scan_id, region) in enumerate(zip(scan_ids, regions))]
+    table = pd.DataFrame(rows, columns=["distance_mm", "chance_mm"])
+    table["on_sign"] = (table["distance_mm"] == 0).astype(float).where(table["chance_mm"].notna())
+    return table
+
+
+def psam3d_results(table: pd.DataFrame, patient_ids, sign: str, n_boot: int = 1000, seed: int = 0) -> dict:
+    """The chapter's numbers of :func:`psam3d_table`: each column's mean with its patient-level
+    CI (``psam3d_<column>``), the images scored and the all-zero maps among them, the median
+    distance, and whether the distance's interval lies below the chance distance."""
+    out = {f"psam3d_{c}": Estimate.of(mean_ci(table[c], patient_ids, n_boot, seed))
+           for c in ("distance_mm", "chance_mm", "on_sign")}
+    out.update(psam3d_sign=sign, psam3d_images=int(table["on_sign"].notna().sum()),
+               psam3d_empty_maps=int((table["distance_mm"].isna() & table["on_sign"].notna()).sum()),
+               psam3d_distance_mm_median=float(table["distance_mm"].median()),
+               psam3d_below_chance=bool(out["psam3d_distance_mm"].high < out["psam3d_chance_mm"].value))
+    return out
+
+
+def median_case(distances: pd.Series) -> int:
+    """The row whose distance is nearest the median (the first such), 0 when none is known."""
+    return int((distances - distances.median()).abs().idxmin()) if distances.notna().any() else 0
+

@@ -2,7 +2,7 @@
 scores and the layout of the paper's Table 2.
 
 A sign model is one binary classifier per sign and projection axis, trained on the sub-region
-images of chapter 3 (:func:`sapsam_utils.learning.training.train_model` with ``kind="regions"``). Signs
+images of chapter 3 (:func:`sapsam_utils.stages.models.train_model` with ``kind="regions"``). Signs
 sit mostly in the upper sub-regions (the paper's Table 1), so a model could score by knowing
 *where* a sub-region is rather than *what* it shows. Two controls measure that:
 
@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .evaluation import evaluate, with_ci
+from ..core.results import Estimate
+from .evaluation import evaluate
 from ..core.regions import LABELS, REGIONS
 
 #: The paper's three signs (its Table 2); :data:`sapsam_utils.core.regions.LABELS` adds the
@@ -111,7 +112,7 @@ def scores_by_level(predictions: pd.DataFrame, metrics=("precision", "recall", "
     return pd.concat(parts, ignore_index=True)
 
 
-def table2(scores: pd.DataFrame, paper: dict[tuple[str, str, str], float], axes) -> pd.DataFrame:
+def table2(scores: pd.DataFrame, paper: dict[str, float], axes) -> pd.DataFrame:
     """The paper's Table 2 layout: one row per sign, precision and recall per axis, ours (with the
     95 % CI) beside the paper's (in %).
 
@@ -120,7 +121,8 @@ def table2(scores: pd.DataFrame, paper: dict[tuple[str, str, str], float], axes)
     scores : pandas.DataFrame
         Rows with ``sign, axis, metric, value, ci_low, ci_high`` (image level).
     paper : dict
-        ``(sign, axis, metric) -> value`` in [0, 1] (``book/paper_numbers.yaml``).
+        The paper's values in [0, 1] by our metric key, ``<sign>_<axis>_image_<metric>``
+        (:func:`sapsam_utils.core.paper.paper_values` of the chapter).
     axes : sequence of str
         The axes to show, in order.
 
@@ -137,9 +139,8 @@ def table2(scores: pd.DataFrame, paper: dict[tuple[str, str, str], float], axes)
         for metric in ("precision", "recall"):
             for axis in axes:
                 hit = scores[(scores["sign"] == sign) & (scores["axis"] == axis) & (scores["metric"] == metric)]
-                ours = (with_ci(100 * hit["value"].iloc[0], 100 * hit["ci_low"].iloc[0], 100 * hit["ci_high"].iloc[0], 1)
-                        if len(hit) else "—")
-                theirs = paper.get((sign, axis, metric))
+                ours = Estimate.of({k: 100 * hit[k].iloc[0] for k in ("value", "ci_low", "ci_high")}).text(1) if len(hit) else "—"
+                theirs = paper.get(f"{sign}_{axis}_image_{metric}")
                 row[(metric, axis, "ours")] = ours
                 row[(metric, axis, "paper")] = "—" if theirs is None else f"{100 * theirs:.1f}"
         cells[SIGN_NAMES.get(sign, sign)] = row

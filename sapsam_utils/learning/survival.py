@@ -9,7 +9,7 @@ The paper's label rule (only CPA patients; each scan labelled on its own):
   after the scan (their two-year outcome is "alive", but the paper does not use them), and scans
   of living patients whose follow-up ended less than ``years`` after the scan (outcome unknown).
 
-Day arithmetic is that of :func:`sapsam_utils.synthetic.cohort.two_year_death`: the horizon is
+Day arithmetic is that of :func:`sapsam_utils.data.manifest.two_year_death`: the horizon is
 ``scan_date + years * 365.25`` days (730.5 days for 2 years). Boundaries:
 
 * positive when ``death_date <= horizon``: a death 730 days after the scan is positive (a scan
@@ -30,7 +30,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-#: Days per year of the label arithmetic (as :func:`sapsam_utils.synthetic.cohort.two_year_death`).
+from ..core.results import Estimate
+
+#: Days per year of the label arithmetic (as :func:`sapsam_utils.data.manifest.two_year_death`).
 DAYS_PER_YEAR = 365.25
 
 
@@ -142,6 +144,81 @@ def time_to_event(manifest: pd.DataFrame) -> pd.DataFrame:
     out["time_years"] = (end - scan).dt.days.astype(float) / DAYS_PER_YEAR
     out["event"] = death.notna().astype(int).to_numpy()
     return out
+
+
+def labels_by_split(cpa: pd.DataFrame, splits: Sequence[str]) -> pd.DataFrame:
+    """The labelled CPA scans of each split: patients, positive and negative scans, scans left out.
+
+    Parameters
+    ----------
+    cpa : pandas.DataFrame
+        One row per CPA scan: ``patient_id``, ``split`` and ``label`` (1, 0, or NaN left out).
+    splits : sequence of str
+        The rows, in order (a split without scans counts 0); a last row ``total`` sums them.
+    """
+    table = (cpa.assign(positive=cpa["label"] == 1, negative=cpa["label"] == 0, out=cpa["label"].isna()).groupby("split")
+             .agg(**{"CPA patients": ("patient_id", "nunique"), "positive scans": ("positive", "sum"),
+                     "negative scans": ("negative", "sum"), "CPA scans left out": ("out", "sum")})
+             .reindex(list(splits), fill_value=0))
+    table.loc["total"] = table.sum()
+    return table
+
+
+def label_results(cohort: pd.DataFrame) -> dict[str, int]:
+    """The chapter's label counts: positive, negative and left-out CPA scans, control scans (all
+    left out), and the patients with a positive and with a negative scan.
+
+    ``cohort`` has one row per scan: ``group``, ``patient_id`` and ``label`` (:func:`paper_labels`).
+    """
+    cpa = cohort[cohort["group"] == "cpa"]
+    return {"n_positive_scans": int((cpa["label"] == 1).sum()), "n_negative_scans": int((cpa["label"] == 0).sum()),
+            "n_left_out_scans": int(cpa["label"].isna().sum()), "n_control_scans_left_out": int(len(cohort) - len(cpa)),
+            "n_positive_patients": int(cpa.loc[cpa["label"] == 1, "patient_id"].nunique()),
+            "n_negative_patients": int(cpa.loc[cpa["label"] == 0, "patient_id"].nunique())}
+
+
+def survival_table(scans: pd.DataFrame, predictions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The scans with the network's score, and each patient's first scan.
+
+    Parameters
+    ----------
+    scans : pandas.DataFrame
+        One row per scan (``scan_id``, ``patient_id``, ``scan_date``, the time-to-event columns ...).
+    predictions : pandas.DataFrame
+        One row per image: ``scan_id``, ``probability``.
+
+    Returns
+    -------
+    (pandas.DataFrame, pandas.DataFrame)
+        The scans that have images, with ``score`` (the mean probability over the scan's images)
+        and ``score_z`` (standardised over these scans, sample standard deviation); then the first
+        scan (by ``scan_date``) of each patient.
+    """
+    score = predictions.groupby("scan_id")["probability"].mean().rename("score").reset_index()
+    table = scans.merge(score, on="scan_id")
+    table["score_z"] = (table["score"] - table["score"].mean()) / table["score"].std()
+    first = table.sort_values(["patient_id", "scan_date"]).drop_duplicates("patient_id")
+    return table, first
+
+
+def cox_results(summary: pd.DataFrame, prefix: str) -> tuple[dict, pd.DataFrame]:
+    """The chapter's numbers of a :func:`cox_model` summary and its table.
+
+    Returns
+    -------
+    (dict, pandas.DataFrame)
+        Per covariate (``_z`` dropped from its name), ``<prefix>_<covariate>``: the hazard ratio
+        with its 95 % CI (an :class:`~sapsam_utils.core.results.Estimate`), and its p-value under
+        the same name with ``_hr_`` read ``_p_``; and the summary by covariate (hazard ratio, CI,
+        p-value; hazard ratios to 3 decimals).
+    """
+    numbers = {}
+    for row in summary.to_dict("records"):
+        key = f"{prefix}_{row['covariate'].replace('_z', '')}"
+        numbers[key] = Estimate(row["hazard_ratio"], row["ci_lower"], row["ci_upper"])
+        numbers[key.replace("_hr_", "_p_")] = row["p_value"]
+    columns = ["hazard_ratio", "ci_lower", "ci_upper", "p_value"]
+    return numbers, summary.set_index("covariate")[columns].round({"hazard_ratio": 3, "ci_lower": 3, "ci_upper": 3})
 
 
 # --- transfer: reset the head ------------------------------------------------------------------

@@ -1,19 +1,12 @@
-"""Training the classifiers: seeded balanced batches, the paper's recipe, and the ``models`` stage.
+"""Training the classifiers: seeded balanced batches and the paper's recipe, on arrays.
 
-The ``models`` stage (see :mod:`sapsam_utils.stages.workdir`)::
+:func:`fit` trains one model on image arrays and keeps its checkpoints in the folder it is given
+(the ``models`` stage, :mod:`sapsam_utils.stages.models`, names that folder and adds the
+predictions)::
 
-    models/<key>/stage.json                 training parameters and the datasets key
-    models/<key>/<model name>/model.keras   the best epoch by validation loss (the paper's checkpoint)
-    models/<key>/<model name>/last.keras    the last finished epoch, with optimiser state (resuming)
-    models/<key>/<model name>/history.csv   one row per epoch: loss, accuracy, validation loss, seconds
-    models/<key>/<model name>/predictions_<split>.csv
-                                            one row per image: scan_id, patient_id, rotation, the
-                                            label and the predicted probability of class 1
-    models/<key>/<model name>/done.json     written last: the model is finished
-
-``<key>`` hashes the datasets key and every training parameter (:class:`TrainParams`), so other
-parameters give other folders. ``<model name>`` is ``<task>-<architecture>-<axis>`` (with the
-sub-region sign in ``task`` for sign models), e.g. ``disease-vgg19-axial``.
+    <folder>/model.keras   the best epoch by validation loss (the paper's checkpoint)
+    <folder>/last.keras    the last finished epoch, with optimiser state (resuming)
+    <folder>/history.csv   one row per epoch: loss, accuracy, validation loss, learning rate, seconds
 
 Batches (:class:`ImageBatches`) are drawn from the memory-mapped split arrays. Training batches are
 class-balanced by oversampling the smaller class after the split (as the paper balances its
@@ -26,7 +19,6 @@ weights as one that was not. Code here is Keras 3 and backend-agnostic.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -38,12 +30,13 @@ import numpy as np
 import pandas as pd
 
 from ..core import files
-from ..stages import workdir
 from ..imaging.augment import augment_batch
-from ..stages.datasets import SPLITS, balanced_indices, check_patient_splits, load_split, to_unit
-from .models import build_classifier
+from ..imaging.projections import to_unit
+from .splits import balanced_indices
 
 PREDICTION_COLUMNS = ["scan_id", "patient_id", "rotation", "label", "probability"]
+#: The files :func:`fit` writes into its folder.
+BEST_MODEL, LAST_MODEL, HISTORY = "model.keras", "last.keras", "history.csv"
 
 
 @dataclass(frozen=True)
@@ -200,7 +193,8 @@ def reseed(model: keras.Model, seed: int, epoch: int) -> None:
         variable.assign(np.array([seed * 1_000 + k, epoch * 1_000_003], dtype=variable.dtype))
 
 
-def _write_csv(table: pd.DataFrame, path: Path) -> None:
+def write_csv(table: pd.DataFrame, path: Path) -> None:
+    """Write a table as CSV, atomically (a reader never sees half a file)."""
     with files.atomic_file(path) as tmp:
         table.to_csv(tmp, index=False)
 
@@ -245,7 +239,7 @@ def fit(
     """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    last, best, history_path = model_dir / "last.keras", model_dir / "model.keras", model_dir / "history.csv"
+    last, best, history_path = model_dir / LAST_MODEL, model_dir / BEST_MODEL, model_dir / HISTORY
     if last.is_file() and history_path.is_file():
         model = keras.models.load_model(last)
         history = pd.read_csv(history_path).to_dict("records")
@@ -282,7 +276,7 @@ def fit(
             best_loss = row["val_loss"]
             _save_model(model, best)
         _save_model(model, last)
-        _write_csv(pd.DataFrame(history), history_path)  # after last.keras: never ahead of it
+        write_csv(pd.DataFrame(history), history_path)  # after last.keras: never ahead of it
         if log:
             log(f"{model_dir.name} epoch {epoch + 1}/{params.epochs}: loss {row['loss']:.3f}, "
                 f"accuracy {row['accuracy']:.3f}, val loss {row['val_loss']:.3f}, "
@@ -308,126 +302,3 @@ def prediction_table(records: pd.DataFrame, labels: np.ndarray, probability: np.
                          "rotation": records["rotation"].to_numpy(), "label": np.asarray(labels, dtype=int),
                          "probability": probability,
                          "region": records["region"].to_numpy() if "region" in records else None})[columns]
-
-
-def models_stage(workdir: str | os.PathLike, params: TrainParams, extra: dict | None = None) -> Path:
-    """The ``models/<key>`` folder of these training parameters on the last ``datasets`` run, and
-    of ``extra`` when given (a fine-tuned model's base and its changes, labels given per scan)."""
-    datasets_key, _ = workdir.current_stage(workdir, "datasets")
-    key_params = params.as_dict() if not extra else {**params.as_dict(), **extra}
-    return workdir.stage_dir(workdir, "models", key_params, upstream=datasets_key)
-
-
-def model_name(task: str, architecture: str, axis: str) -> str:
-    """``<task>-<architecture>-<axis>``, the model's folder in its stage."""
-    return f"{task}-{architecture}-{axis}"
-
-
-def read_predictions(model_dir: str | os.PathLike, split: str) -> pd.DataFrame:
-    """A finished model's prediction table of one split."""
-    return pd.read_csv(Path(model_dir) / f"predictions_{split}.csv", dtype={"scan_id": str, "patient_id": str})
-
-
-def train_model(
-    workdir: str | os.PathLike,
-    params: TrainParams,
-    task: str = "disease",
-    axis: str = "axial",
-    kind: str = "whole",
-    label: str | pd.Series = "disease",
-    log: Callable[[str], None] | None = print,
-    predict: dict[str, str] | None = None,
-    base: tuple[str | os.PathLike, Callable[[keras.Model], keras.Model], dict] | None = None,
-) -> Path:
-    """Train one classifier of the ``models`` stage and write its predictions on every split.
-
-    Reads the split arrays of the last ``datasets`` run (:func:`sapsam_utils.stages.datasets.load_split`),
-    trains with :func:`fit` (resuming an interrupted run), then predicts every image of the
-    train, validation and test splits, checks that no patient is in two splits, and writes
-    ``done.json`` last. A finished model is reused as it is.
-
-    Parameters
-    ----------
-    workdir : path-like
-    params : TrainParams
-    task : str
-        Names the model (``disease``, ``survival``, a sign ...).
-    axis : {"axial", "coronal", "sagittal"}
-    kind : {"whole", "regions"}
-        Whole-scan (grey) or sub-region (3 HU windows) images.
-    label : str or pandas.Series
-        The records' column holding the 0 / 1 label, or a series of labels indexed by
-        ``scan_id`` (a label of the scan, e.g. the paper's survival labels); NaN rows (and scans
-        the series lacks) are left out.
-    log : callable or None
-    predict : dict, optional
-        Which images of each split get a prediction: ``"all"`` (every rotation; the default for
-        every split) or ``"unrotated"`` (rotation 0 only, a 27th of the cost). Sub-region data
-        sets are six times larger than whole-scan ones, so their training split is predicted
-        unrotated on a CPU budget.
-    base : (path, callable, dict), optional
-        Fine-tune a trained model instead of building one: the base model's folder, a function
-        that turns the loaded base into the model to train (e.g. re-initialise and unfreeze its
-        head, :func:`sapsam_utils.learning.survival.reset_head`), and that function's settings. The folder
-        and the settings are part of the key.
-
-    Returns
-    -------
-    pathlib.Path
-        The model's folder.
-    """
-    extra = {}
-    if base is not None:
-        extra["base"] = {"folder": str(Path(base[0]).resolve().relative_to(Path(workdir).resolve())),
-                         "settings": base[2]}
-    if not isinstance(label, str):  # labels given per scan: their values are part of the key
-        labels_text = label.sort_index().to_csv(header=False)
-        extra["labels_sha256"] = hashlib.sha256(labels_text.encode()).hexdigest()
-    folder = models_stage(workdir, params, extra) / model_name(task, params.architecture, axis)
-    if (folder / "done.json").is_file():
-        if log:
-            log(f"{folder.name}: finished earlier, reused ({folder})")
-        return folder
-    data = {split: load_split(workdir, kind, split, axes=[axis]) for split in SPLITS}
-    if isinstance(label, str):
-        labels = {split: d.records[label].to_numpy(dtype=float) for split, d in data.items()}
-    else:
-        labels = {split: d.records["scan_id"].map(label).to_numpy(dtype=float) for split, d in data.items()}
-        label = label.name or "label"
-    image_shape = (*data["train"].images[axis].shape[1:3], 3)
-
-    def build():
-        if base is not None:
-            return base[1](keras.models.load_model(Path(base[0]) / "model.keras"))
-        return build_classifier(params.architecture, image_shape, params.input_size, params.weights,
-                                params.frozen_blocks, head_init=params.head_init, seed=params.seed)
-
-    val_images, val_labels = data["val"].images[axis], labels["val"]
-    if params.validate_on == "unrotated":
-        rows = np.flatnonzero(data["val"].records["rotation"].to_numpy() == 0)
-        val_images, val_labels = val_images[rows], val_labels[rows]
-    elif params.validate_on != "all":
-        raise ValueError(f"validate_on must be 'all' or 'unrotated', got {params.validate_on!r}")
-    model = fit(folder, build, data["train"].images[axis], labels["train"], val_images, val_labels, params, log)
-    seconds_train = float(pd.read_csv(folder / "history.csv")["seconds"].sum())  # resumed epochs too
-    t0 = time.perf_counter()
-    predict = {split: "all" for split in SPLITS} | (predict or {})
-    if set(predict.values()) - {"all", "unrotated"}:
-        raise ValueError(f"predict: each split takes 'all' or 'unrotated', got {predict}")
-    tables = []
-    for split, d in data.items():
-        known = ~np.isnan(labels[split])
-        if predict[split] == "unrotated":
-            known &= d.records["rotation"].to_numpy() == 0
-        keep = np.flatnonzero(known)
-        probability = predict_probabilities(model, d.images[axis][keep] if len(keep) < len(labels[split])
-                                            else d.images[axis], params.batch_size)
-        table = prediction_table(d.records.iloc[keep], labels[split][keep], probability)
-        _write_csv(table, folder / f"predictions_{split}.csv")
-        tables.append(table.assign(split=split))
-    check_patient_splits(pd.concat(tables))
-    files.write_json(folder / "done.json", {"task": task, "axis": axis, "kind": kind, "label": label, "predict": predict,
-                                            "base": extra.get("base"),
-                                            "params": params.as_dict(), "seconds_train": seconds_train,
-                                            "seconds_predict": time.perf_counter() - t0})
-    return folder

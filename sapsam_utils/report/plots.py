@@ -1,5 +1,7 @@
 """Figures the learning chapters share: learning curves, ROC curves, confusion matrices, scores with
-CIs by group, Kaplan-Meier curves."""
+CIs by group, Kaplan-Meier curves; and the figures of chapters 1-3 (the cohort's scans, the
+segmentation's steps and scores, the projections), each a function of arrays that returns its
+figure."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ def learning_curves(histories: dict[str, pd.DataFrame], axes=None, x: str = "epo
     Parameters
     ----------
     histories : dict
-        Name -> ``history.csv`` table (:func:`sapsam_utils.learning.training.fit`).
+        Name -> a model's training history (:func:`sapsam_utils.stages.models.read_history`).
     axes : pair of matplotlib axes, optional
     x : str
         The history column on the x axis (``epoch``, or e.g. ``images`` seen).
@@ -202,10 +204,7 @@ def orthogonal_slices(ct: np.ndarray, overlay: np.ndarray | None = None, truth: 
         point = np.unravel_index(np.argmax(overlay), ct.shape) if overlay is not None else np.array(ct.shape) // 2
     if axes is None:
         _, axes = plt.subplots(1, 3, figsize=(10, 3.4))
-    sz, sy, sx = spacing
-    views = (("axial", np.s_[point[0], :, :], sy / sx), ("coronal", np.s_[::-1, point[1], :], sz / sx),
-             ("sagittal", np.s_[::-1, :, point[2]], sz / sy))
-    for ax, (name, index, aspect) in zip(axes, views):
+    for ax, (name, index, aspect) in zip(axes, orthogonal_views(point, spacing)):
         part = [None if v is None else np.asarray(v)[index] for v in (overlay, truth)]
         ct_slice(ct[index], part[1], ax=ax, aspect=aspect, overlay=part[0], title=f"{title}{name}", **kwargs)
     return axes
@@ -257,3 +256,416 @@ def randomisation(curve: pd.DataFrame, target: float | None = None, marked_step:
            xlabel="layers re-initialised, from the top down (cumulative)")
     ax.legend(fontsize=7, loc="lower left")
     return ax
+
+
+# --- chapters 1-3: cohort, segmentation, projections ---------------------------------------------
+
+def _sign_colours() -> dict[int, tuple[str, str]]:
+    """Name and colour of each sign truth value (:data:`sapsam_utils.core.regions.SIGN_CODES`, the cavity lumen)."""
+    from ..core.regions import CAVITY_LUMEN, SIGN_CODES
+
+    return {SIGN_CODES["preexisting"]: ("pre-existing", "tab:purple"), SIGN_CODES["cavity"]: ("cavity wall", "tab:red"),
+            CAVITY_LUMEN: ("cavity lumen", "gold"), SIGN_CODES["fungus_ball"]: ("fungus ball", "lime"),
+            SIGN_CODES["pleural_thickening"]: ("pleural thickening", "cyan")}
+
+
+def _no_data(ax, text: str):
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+
+
+def _bare(axes):
+    for ax in np.ravel(axes):
+        ax.set_xticks([]), ax.set_yticks([])
+
+
+def orthogonal_views(point, spacing=(1.0, 1.0, 1.0)):
+    """``(name, index, aspect)`` of the axial, coronal and sagittal slices of a ``(z, y, x)``
+    volume through ``point``: coronal and sagittal with the head at the top, ``aspect`` the
+    pixel's height / width in millimetres."""
+    sz, sy, sx = spacing
+    return (("axial", np.s_[point[0], :, :], sy / sx), ("coronal", np.s_[::-1, point[1], :], sz / sx),
+            ("sagittal", np.s_[::-1, :, point[2]], sz / sy))
+
+
+def largest_part_centre(mask: np.ndarray) -> np.ndarray:
+    """The voxel (rounded mean position) of the largest connected part of ``mask``; the volume's
+    middle when ``mask`` is empty."""
+    from scipy import ndimage
+
+    parts, n = ndimage.label(mask)
+    if not n:
+        return np.array(mask.shape) // 2
+    biggest = np.argmax(np.bincount(parts.ravel())[1:]) + 1
+    return np.argwhere(parts == biggest).mean(axis=0).round().astype(int)
+
+
+def scan_with_signs(ct, truth_lungs=None, truth_signs=None, lesions=None, axes=None, title: str = "", **_):
+    """A scan in axial, coronal and sagittal slices through its largest sign (without signs: through
+    its right lung), with the true lungs as contours (right blue, left orange) and the sign truth
+    in colours (a real scan's ``lesions`` drawn as cavity walls). Arguments are Volumes (e.g.
+    :func:`sapsam_utils.stages.scans.read_scan`'s)."""
+    from matplotlib.colors import ListedColormap
+
+    from ..core.regions import LUNG_LEFT, LUNG_RIGHT, SIGN_CODES
+
+    hu = ct.array
+    lungs = truth_lungs.array if truth_lungs is not None else None
+    if truth_signs is not None:
+        signs = truth_signs.array
+    elif lesions is not None:
+        signs = np.where(lesions.array > 0, SIGN_CODES["cavity"], 0)
+    else:
+        signs = np.zeros(hu.shape, np.uint8)
+    target = signs > 0 if signs.any() else (lungs == LUNG_RIGHT if lungs is not None else np.ones(hu.shape, bool))
+    colours = _sign_colours()
+    cmap = ListedColormap(["none"] + [colours[c][1] for c in sorted(colours)])
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(11, 3.5))
+    for ax, (view, index, aspect) in zip(axes, orthogonal_views(largest_part_centre(target), ct.spacing)):
+        ax.imshow(hu[index], cmap="gray", vmin=-1000, vmax=400, aspect=aspect)
+        if lungs is not None:
+            for value, colour in ((LUNG_RIGHT, "tab:blue"), (LUNG_LEFT, "tab:orange")):
+                if (lungs[index] == value).any():
+                    ax.contour(lungs[index] == value, levels=[0.5], colors=colour, linewidths=0.8)
+        ax.imshow(np.ma.masked_equal(signs[index], 0), cmap=cmap, vmin=0, vmax=len(colours), aspect=aspect,
+                  interpolation="nearest", alpha=0.8)
+        ax.set_title(f"{title}: {view}", fontsize=9)
+    _bare(axes)
+    return axes
+
+
+def scans_with_signs(scans: dict):
+    """:func:`scan_with_signs` of several scans, one row each, with the colours' legend.
+
+    Parameters
+    ----------
+    scans : dict
+        Row title -> the scan's Volumes by kind (``ct``, ``truth_lungs``, ``truth_signs``, ``lesions``).
+    """
+    fig, axes = plt.subplots(max(len(scans), 1), 3, figsize=(11, 3.5 * max(len(scans), 1)), squeeze=False)
+    for row_axes, (title, volumes) in zip(axes, scans.items()):
+        scan_with_signs(**volumes, axes=row_axes, title=title)
+    colours = _sign_colours().values()
+    fig.legend([plt.Rectangle((0, 0), 1, 1, color=c) for _, c in colours], [n for n, _ in colours],
+               loc="lower center", ncol=5, fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def cohort_followup(manifest: pd.DataFrame):
+    """Scans per CPA patient (left) and the disease burden of CPA scans by their outcome two years
+    later (right; :func:`sapsam_utils.data.manifest.two_year_death`, ``burden``)."""
+    from ..data.manifest import two_year_death
+    from ..synthetic.cohort import burden
+
+    cpa = manifest[manifest["group"] == "cpa"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    if len(cpa):
+        outcome, scores = two_year_death(cpa), burden(cpa)
+        per_patient = cpa.groupby("patient_id").size()
+        axes[0].hist(per_patient, bins=np.arange(0.5, per_patient.max() + 1.5), rwidth=0.85, color="tab:blue")
+        for value, name, colour in ((0.0, "alive at 2 years", "tab:green"), (1.0, "died within 2 years", "tab:red")):
+            axes[1].hist(scores[outcome == value], bins=np.arange(-0.25, scores.max() + 0.75, 0.5), alpha=0.6,
+                         label=f"{name} ({int((outcome == value).sum())})", color=colour)
+        axes[1].legend()
+    else:
+        for ax in axes:
+            _no_data(ax, "no CPA scans in this manifest")
+    axes[0].set(xlabel="scans per CPA patient", ylabel="patients", title="Longitudinal scans")
+    axes[1].set(xlabel="disease burden of the scan", ylabel="CPA scans", title="Burden and 2-year death")
+    fig.tight_layout()
+    return fig
+
+
+def parenchyma_histograms(values: dict, kinds: dict):
+    """Density histograms of parenchyma HU samples (``values``: scan id -> sample): each real scan
+    its own line, the phantoms dashed black (``kinds``: scan id -> ``real`` or ``phantom``, in the
+    order drawn: real scans first)."""
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    reals = [s for s, k in kinds.items() if k == "real"]
+    phantoms = [s for s, k in kinds.items() if k == "phantom"]
+    if reals or phantoms:
+        bins = np.arange(-1024, 1, 8)
+        for scan_id in reals:
+            ax.hist(values[scan_id], bins=bins, density=True, histtype="step", lw=1.4, label=f"real {scan_id}")
+        for scan_id in phantoms:
+            ax.hist(values[scan_id], bins=bins, density=True, histtype="step", lw=1, ls="--", color="k", alpha=0.6,
+                    label="phantoms (controls of this run)" if scan_id == phantoms[0] else None)
+        ax.legend(fontsize=8)
+    else:
+        _no_data(ax, "no phantom and no real CT to measure")
+    ax.set(xlabel="HU", ylabel="density", title="Lung parenchyma HU")
+    fig.tight_layout()
+    return fig
+
+
+def segmentation_steps(steps, conservative, truth: np.ndarray | None = None, z: int | None = None, title: str = ""):
+    """The paper's Fig. 2 on one axial slice ``z`` of the lung box (default: the slice with the most
+    mask): the slice; the Sobel edges with the internal (green) and external (red) markers; the
+    watershed (right blue, left orange); its outline (white), the pleural layer (cyan) and what
+    the top-hat and the hole filling added (magenta); the refined (red) and ``conservative`` (blue)
+    masks with the ``truth`` lungs (dashed yellow) where given.
+
+    Parameters
+    ----------
+    steps : sapsam_utils.imaging.segmentation.RefinedSteps
+    conservative : Volume
+        The conservative mask on the scan's grid.
+    truth : numpy.ndarray, optional
+        True lungs on the scan's grid.
+    """
+    from matplotlib.colors import ListedColormap
+    from scipy import ndimage
+
+    from ..core.regions import LUNG_LEFT, LUNG_RIGHT
+
+    ct = steps.ct.array[steps.box]
+    if z is None:
+        z = int(np.argmax((steps.mask > 0).sum(axis=(1, 2))))
+    lungs, edges = steps.watershed[z], steps.edges[z]
+    fig, axes = plt.subplots(1, 5, figsize=(17, 3.9))
+    axes[0].imshow(ct[z], cmap="gray", vmin=-1000, vmax=400)
+    axes[0].set_title("axial slice")
+    axes[1].imshow(edges, cmap="gray", vmax=np.percentile(edges[edges > 0], 99) if (edges > 0).any() else 1)
+    overlay = np.zeros(edges.shape + (4,))
+    overlay[steps.internal[z] > 0] = (0.1, 0.8, 0.1, 0.55)
+    overlay[steps.external()[z]] = (0.9, 0.1, 0.1, 0.35)
+    axes[1].imshow(overlay)
+    axes[1].set_title("edges and markers")
+    axes[2].imshow(ct[z], cmap="gray", vmin=-1000, vmax=400)
+    axes[2].imshow(np.ma.masked_equal(lungs, 0), cmap=ListedColormap(["tab:blue", "tab:orange"]),
+                   vmin=LUNG_RIGHT, vmax=LUNG_LEFT, alpha=0.55, interpolation="nearest")
+    axes[2].set_title("watershed")
+    outline = ndimage.morphological_gradient((lungs > 0).astype(np.uint8), size=(3, 3)) > 0
+    pleura = steps.pleura[z] > 0
+    picture = np.zeros(outline.shape + (3,))
+    picture[(steps.mask[z] > 0) & (lungs == 0) & ~pleura] = (0.85, 0.1, 0.85)
+    picture[pleura] = (0.1, 0.85, 0.85)
+    picture[outline] = (1.0, 1.0, 1.0)
+    axes[3].imshow(picture)
+    axes[3].set_title("outline, pleural layer, top-hat")
+    axes[4].imshow(ct[z], cmap="gray", vmin=-1000, vmax=400)
+    axes[4].contour(steps.mask[z] > 0, [0.5], colors="red", linewidths=0.9)
+    axes[4].contour(conservative.array[steps.box][z] > 0, [0.5], colors="tab:blue", linewidths=0.9)
+    if truth is not None and truth[steps.box][z].any():
+        axes[4].contour(truth[steps.box][z] > 0, [0.5], colors="yellow", linewidths=0.9, linestyles="dashed")
+    axes[4].set_title("refined (red), conservative (blue)")
+    for ax in axes:
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def signs_kept(scores: pd.DataFrame, structures):
+    """Bars: the mean share of each sign's voxels inside the conservative (blue) and refined (red)
+    masks over the scans that have it, whiskers to the min and max; dotted: the 95 % target.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        Rows of :func:`sapsam_utils.stages.masks.score_cohort` (``mask``, ``share_<sign>``).
+    structures : iterable of str
+        The signs, in order (:data:`sapsam_utils.imaging.segmentation.SIGN_STRUCTURES`); those no
+        scan has are left out.
+    """
+    columns = [f"share_{s}" for s in structures if f"share_{s}" in scores and scores[f"share_{s}"].notna().any()]
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    if columns:
+        width = 0.38
+        for i, (mask_name, colour) in enumerate((("conservative", "tab:blue"), ("refined", "tab:red"))):
+            group = scores[scores["mask"] == mask_name]
+            means = [group[c].mean() for c in columns]
+            lows = [m - group[c].min() for m, c in zip(means, columns)]
+            highs = [group[c].max() - m for m, c in zip(means, columns)]
+            ax.bar(np.arange(len(columns)) + (i - 0.5) * width, means, width, yerr=[lows, highs],
+                   capsize=3, color=colour, label=mask_name)
+        ax.set_xticks(np.arange(len(columns)), [c[len("share_"):].replace("_", " ") for c in columns])
+        ax.axhline(0.95, color="grey", linestyle=":", linewidth=1)
+        ax.set(ylim=(0, 1.05), ylabel="share of the sign's voxels kept")
+        ax.legend(loc="lower right")
+    else:
+        _no_data(ax, "no phantom with signs in this run")
+    ax.set_title("Signs kept by each mask, over the phantoms of this run (bars: mean; whiskers: min and max)")
+    fig.tight_layout()
+    return fig
+
+
+def real_lesion_slices(cases: dict):
+    """Each real scan on its axial slice with the most lesion voxels, zoomed to them with 40 mm of
+    margin: lesion labels (yellow), refined (red) and conservative (blue) masks; the title gives
+    the share of lesion voxels in the refined mask.
+
+    Parameters
+    ----------
+    cases : dict
+        Case name -> :func:`sapsam_utils.imaging.segmentation.segment_case`'s dict.
+    """
+    fig, axes = plt.subplots(1, len(cases), figsize=(4.2 * len(cases), 4.2), squeeze=False)
+    for ax, (case, r) in zip(axes[0], cases.items()):
+        lesions = r["lesions"].array > 0 if r["lesions"] is not None else np.zeros(r["ct"].array.shape, bool)
+        z = int(np.argmax(lesions.sum(axis=(1, 2)))) if lesions.any() else r["ct"].array.shape[0] // 2
+        ys, xs = np.nonzero(lesions[z]) if lesions[z].any() else np.nonzero(r["refined"].array[z])
+        pad = int(40 / r["ct"].spacing[1])
+        window = (slice(max(0, ys.min() - pad), ys.max() + pad), slice(max(0, xs.min() - pad), xs.max() + pad))
+        ax.imshow(r["ct"].array[z][window], cmap="gray", vmin=-1000, vmax=400)
+        ax.contour(r["refined"].array[z][window] > 0, [0.5], colors="red", linewidths=1)
+        ax.contour(r["conservative"].array[z][window] > 0, [0.5], colors="tab:blue", linewidths=1)
+        if lesions[z].any():
+            ax.contour(lesions[z][window], [0.5], colors="yellow", linewidths=1)
+        kept = (lesions & (r["refined"].array > 0)).sum() / max(1, lesions.sum())
+        what = f"{kept:.0%} of lesion voxels kept" if r["lesions"] is not None else "no lesion labels"
+        ax.set_title(f"{case}, slice {z}: {what}", fontsize=9)
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def study_grid(grid, title: str = ""):
+    """One scan on the study grid (a :class:`~sapsam_utils.imaging.projections.GridScan`): the axial
+    slice in the middle of the upper third and the coronal slice in the middle (head up), with the
+    refined mask (green), the sign truth (red) and the cuts between the six sub-regions (yellow)."""
+    from ..core.regions import region_slices
+
+    nz, ny, nx = grid.hu.shape
+    blocks = region_slices(grid.hu.shape)
+    z_upper = (blocks["RU"][0].start + blocks["RU"][0].stop) // 2
+    y_mid = ny // 2
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    views = ((axes[0], np.s_[z_upper], "equal", f"axial slice z={z_upper} (upper third)"),
+             (axes[1], np.s_[::-1, y_mid], "auto", f"coronal slice y={y_mid}"))
+    for ax, index, aspect, name in views:
+        ax.imshow(grid.hu[index], cmap="gray", vmin=-1200, vmax=300, aspect=aspect)
+        ax.contour(grid.refined[index] > 0, [0.5], colors="tab:green", linewidths=0.8)
+        ax.axvline(nx / 2 - 0.5, color="y", ls="--")
+        ax.set_title(name)
+        ax.set_xlabel("x: patient's right -> left")
+    for cut in (nz // 3, 2 * nz // 3):
+        axes[1].axhline(cut - 0.5, color="y", ls="--")
+    if grid.signs is not None:
+        for ax, index, _, _ in views:
+            ax.contour(grid.signs[index] > 0, [0.5], colors="r", linewidths=0.8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def hu_windows(images: dict, region: int, windows, title: str = ""):
+    """Each HU window of one sub-region's axial image (grey), and their RGB composite with the
+    projected sign truth (white), one row per scan.
+
+    Parameters
+    ----------
+    images : dict
+        Row name -> :class:`~sapsam_utils.imaging.projections.ScanImages` (its first rotation is shown).
+    region : int
+        Index of the sub-region (in :data:`~sapsam_utils.core.regions.REGIONS`).
+    windows : sequence of (lo, hi)
+    """
+    from ..imaging.projections import rgb
+
+    names = [f"[{lo:g}, {hi:g})" for lo, hi in windows]
+    fig, axes = plt.subplots(len(images), len(windows) + 1, figsize=(2.6 * (len(windows) + 1), 3.2 * len(images)),
+                             squeeze=False)
+    for i, (name, scan_images) in enumerate(images.items()):
+        image = scan_images.regions["axial"][0, region]
+        for k in range(len(windows)):
+            axes[i, k].imshow(image[..., k], cmap="gray", vmin=0, vmax=1)
+            axes[i, k].set_title(f"{name}: window {names[k]}", fontsize=8)
+        axes[i, -1].imshow(rgb(image))
+        if scan_images.regions_truth:
+            truth = scan_images.regions_truth["axial"][0, region].max(axis=-1) > 0
+            axes[i, -1].contour(truth, [0.5], colors="w", linewidths=0.8)
+        axes[i, -1].set_title(f"{name}: RGB composite", fontsize=8)
+    _bare(axes)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def region_images(images: dict, region: int, axis: str = "axial"):
+    """The RGB windows of one sub-region's image (first rotation), side by side, titled by the
+    keys of ``images`` (name -> :class:`~sapsam_utils.imaging.projections.ScanImages`)."""
+    from ..imaging.projections import rgb
+
+    fig, axes = plt.subplots(1, len(images), figsize=(3 * len(images), 3.6), squeeze=False)
+    for ax, (name, scan_images) in zip(axes[0], images.items()):
+        ax.imshow(rgb(scan_images.regions[axis][0, region]))
+        ax.set_title(name, fontsize=9)
+    _bare(axes)
+    fig.tight_layout()
+    return fig
+
+
+def rotation_images(images: np.ndarray, rotations: np.ndarray, title: str = "", columns: int = 9):
+    """Whole-scan images ``(R, H, W)`` in [0, 1], one per rotation, titled by their angles about
+    z, y and x in degrees (``rotations`` ``(R, 3)``)."""
+    n = len(rotations)
+    cols = min(n, columns)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
+    _bare(axes)
+    for k, ax in enumerate(axes.ravel()):
+        if k < n:
+            ax.imshow(images[k], cmap="gray", vmin=0, vmax=1)
+            ax.set_title(",".join(f"{a:+.0f}" for a in rotations[k]), fontsize=7)
+        else:
+            ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def whole_projections(images: dict):
+    """The whole-scan images (first rotation) along each axis, one row per scan, with the
+    projected sign truth (red); ``images``: row name -> ScanImages."""
+    from ..imaging.projections import AXES
+
+    fig, axes = plt.subplots(len(images), 3, figsize=(10, 3.3 * len(images)), squeeze=False)
+    for i, (name, scan_images) in enumerate(images.items()):
+        for j, axis in enumerate(AXES):
+            axes[i, j].imshow(scan_images.whole[axis][0], cmap="gray", vmin=0, vmax=1, aspect="auto")
+            if scan_images.whole_truth:
+                axes[i, j].contour(scan_images.whole_truth[axis][0].max(axis=-1) > 0, [0.5], colors="r", linewidths=0.7)
+            axes[i, j].set_title(f"{name}: {axis}", fontsize=9)
+    _bare(axes)
+    fig.tight_layout()
+    return fig
+
+
+def augmented(image: np.ndarray, truth: np.ndarray | None, rng, n: int = 6, **augment):
+    """``n`` draws of :func:`sapsam_utils.imaging.augment.augment_2d` (``rng`` and ``augment``'s
+    ranges) of one sub-region image (RGB), each with its transformed truth (white)."""
+    from ..imaging.augment import augment_2d
+    from ..imaging.projections import rgb
+
+    fig, axes = plt.subplots(1, n, figsize=(13, 3.2), squeeze=False)
+    for ax in axes[0]:
+        out, out_truth = augment_2d(image, truth, rng=rng, **augment)
+        ax.imshow(rgb(out))
+        if out_truth is not None:
+            ax.contour(out_truth.max(axis=-1) > 0, [0.5], colors="w", linewidths=0.8)
+    _bare(axes)
+    fig.tight_layout()
+    return fig
+
+
+def scan_projections(images, title: str = ""):
+    """One scan's whole-scan images along each axis (top) and the axial RGB image of each
+    sub-region (bottom), first rotation (a :class:`~sapsam_utils.imaging.projections.ScanImages`)."""
+    from ..core.regions import REGIONS
+    from ..imaging.projections import AXES, rgb
+
+    fig, axes = plt.subplots(2, 6, figsize=(14, 5.5))
+    for j, axis in enumerate(AXES):
+        axes[0, j].imshow(images.whole[axis][0], cmap="gray", vmin=0, vmax=1, aspect="auto")
+        axes[0, j].set_title(f"whole: {axis}", fontsize=9)
+    for j in range(len(AXES), 6):
+        axes[0, j].axis("off")
+    for k, region in enumerate(REGIONS):
+        axes[1, k].imshow(rgb(images.regions["axial"][0, k]), aspect="auto")
+        axes[1, k].set_title(f"{region}: RGB windows", fontsize=9)
+    _bare(axes)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
