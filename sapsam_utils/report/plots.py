@@ -1,7 +1,11 @@
-"""Figures the learning chapters share: learning curves, ROC curves, confusion matrices, scores with
-CIs by group, Kaplan-Meier curves; and the figures of chapters 1-3 (the cohort's scans, the
-segmentation's steps and scores, the projections), each a function of arrays that returns its
-figure."""
+"""Every figure of the book, each a function of arrays and tables that returns its figure (or draws
+on the axes it is given), so that a figure drawn by several chapters is drawn once.
+
+Chapters 1-3: the cohort's scans with their truth, the segmentation's steps (the paper's Fig. 2)
+and scores, the study grid, the HU windows and the projections. Chapters 4-7: learning curves, ROC
+curves, confusion matrices, scores with CIs by group, a map over a projection, the paper's Fig. 3
+pairs, the randomisation check and Kaplan-Meier curves.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,12 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from ..core.regions import CAVITY_LUMEN, LUNG_LEFT, LUNG_RIGHT, REGIONS, SIGN_CODES, region_slices
+from ..data.manifest import two_year_death
+from ..imaging.augment import augment_2d
+from ..imaging.projections import AXES, rgb
 from ..learning.evaluation import aggregate, confusion_matrix, roc_auc
+from ..synthetic.cohort import burden
 
 
 def learning_curves(histories: dict[str, pd.DataFrame], axes=None, x: str = "epoch"):
@@ -148,7 +157,6 @@ def map_over_projection(image: np.ndarray, cam: np.ndarray | None = None, truth:
     aspect : float
         A pixel's height / width (e.g. the grid spacing of the image's rows over its columns).
     """
-    from ..imaging.projections import rgb
 
     if ax is None:
         _, ax = plt.subplots(figsize=(2.2, 3.6))
@@ -220,8 +228,7 @@ def psam_pair(axes, scan, region: str, sign: str, image: np.ndarray, cam: np.nda
     sub-region's axial image ``image`` with its map ``cam`` and projected ``truth``. Both keep the
     grid's aspect.
     """
-    from ..learning.gradcam import sign_voxels
-    from ..core.regions import region_slices
+    from ..learning.gradcam import sign_voxels  # Keras: loaded only by the chapters that draw maps
 
     zs, _, xs = region_slices(scan.hu.shape)[region]
     voxels = sign_voxels(scan.signs, sign) if scan.signs is not None else np.zeros(scan.hu.shape, dtype=bool)
@@ -262,7 +269,6 @@ def randomisation(curve: pd.DataFrame, target: float | None = None, marked_step:
 
 def _sign_colours() -> dict[int, tuple[str, str]]:
     """Name and colour of each sign truth value (:data:`sapsam_utils.core.regions.SIGN_CODES`, the cavity lumen)."""
-    from ..core.regions import CAVITY_LUMEN, SIGN_CODES
 
     return {SIGN_CODES["preexisting"]: ("pre-existing", "tab:purple"), SIGN_CODES["cavity"]: ("cavity wall", "tab:red"),
             CAVITY_LUMEN: ("cavity lumen", "gold"), SIGN_CODES["fungus_ball"]: ("fungus ball", "lime"),
@@ -306,7 +312,6 @@ def scan_with_signs(ct, truth_lungs=None, truth_signs=None, lesions=None, axes=N
     :func:`sapsam_utils.stages.scans.read_scan`'s)."""
     from matplotlib.colors import ListedColormap
 
-    from ..core.regions import LUNG_LEFT, LUNG_RIGHT, SIGN_CODES
 
     hu = ct.array
     lungs = truth_lungs.array if truth_lungs is not None else None
@@ -355,8 +360,6 @@ def scans_with_signs(scans: dict):
 def cohort_followup(manifest: pd.DataFrame):
     """Scans per CPA patient (left) and the disease burden of CPA scans by their outcome two years
     later (right; :func:`sapsam_utils.data.manifest.two_year_death`, ``burden``)."""
-    from ..data.manifest import two_year_death
-    from ..synthetic.cohort import burden
 
     cpa = manifest[manifest["group"] == "cpa"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -417,7 +420,6 @@ def segmentation_steps(steps, conservative, truth: np.ndarray | None = None, z: 
     from matplotlib.colors import ListedColormap
     from scipy import ndimage
 
-    from ..core.regions import LUNG_LEFT, LUNG_RIGHT
 
     ct = steps.ct.array[steps.box]
     if z is None:
@@ -525,7 +527,6 @@ def study_grid(grid, title: str = ""):
     """One scan on the study grid (a :class:`~sapsam_utils.imaging.projections.GridScan`): the axial
     slice in the middle of the upper third and the coronal slice in the middle (head up), with the
     refined mask (green), the sign truth (red) and the cuts between the six sub-regions (yellow)."""
-    from ..core.regions import region_slices
 
     nz, ny, nx = grid.hu.shape
     blocks = region_slices(grid.hu.shape)
@@ -562,7 +563,6 @@ def hu_windows(images: dict, region: int, windows, title: str = ""):
         Index of the sub-region (in :data:`~sapsam_utils.core.regions.REGIONS`).
     windows : sequence of (lo, hi)
     """
-    from ..imaging.projections import rgb
 
     names = [f"[{lo:g}, {hi:g})" for lo, hi in windows]
     fig, axes = plt.subplots(len(images), len(windows) + 1, figsize=(2.6 * (len(windows) + 1), 3.2 * len(images)),
@@ -586,7 +586,6 @@ def hu_windows(images: dict, region: int, windows, title: str = ""):
 def region_images(images: dict, region: int, axis: str = "axial"):
     """The RGB windows of one sub-region's image (first rotation), side by side, titled by the
     keys of ``images`` (name -> :class:`~sapsam_utils.imaging.projections.ScanImages`)."""
-    from ..imaging.projections import rgb
 
     fig, axes = plt.subplots(1, len(images), figsize=(3 * len(images), 3.6), squeeze=False)
     for ax, (name, scan_images) in zip(axes[0], images.items()):
@@ -619,7 +618,6 @@ def rotation_images(images: np.ndarray, rotations: np.ndarray, title: str = "", 
 def whole_projections(images: dict):
     """The whole-scan images (first rotation) along each axis, one row per scan, with the
     projected sign truth (red); ``images``: row name -> ScanImages."""
-    from ..imaging.projections import AXES
 
     fig, axes = plt.subplots(len(images), 3, figsize=(10, 3.3 * len(images)), squeeze=False)
     for i, (name, scan_images) in enumerate(images.items()):
@@ -636,8 +634,6 @@ def whole_projections(images: dict):
 def augmented(image: np.ndarray, truth: np.ndarray | None, rng, n: int = 6, **augment):
     """``n`` draws of :func:`sapsam_utils.imaging.augment.augment_2d` (``rng`` and ``augment``'s
     ranges) of one sub-region image (RGB), each with its transformed truth (white)."""
-    from ..imaging.augment import augment_2d
-    from ..imaging.projections import rgb
 
     fig, axes = plt.subplots(1, n, figsize=(13, 3.2), squeeze=False)
     for ax in axes[0]:
@@ -653,8 +649,6 @@ def augmented(image: np.ndarray, truth: np.ndarray | None, rng, n: int = 6, **au
 def scan_projections(images, title: str = ""):
     """One scan's whole-scan images along each axis (top) and the axial RGB image of each
     sub-region (bottom), first rotation (a :class:`~sapsam_utils.imaging.projections.ScanImages`)."""
-    from ..core.regions import REGIONS
-    from ..imaging.projections import AXES, rgb
 
     fig, axes = plt.subplots(2, 6, figsize=(14, 5.5))
     for j, axis in enumerate(AXES):
