@@ -205,13 +205,12 @@ def preprocess_cohort(
     params : ProjectionParams
     n_jobs : int
         Worker processes (1: in this process).
+    scheduler : str
+        Where the projection jobs run (as in :func:`sapsam_utils.stages.scans.build_scans`).
     n_threads : int
         Threads per scan (rotations in parallel); keep ``n_jobs * n_threads`` <= cores.
     progress : bool
         Show a tqdm progress bar.
-    scheduler : str
-        Engine of the per-scan jobs: ``"processes"``, ``"dask"`` or a Dask scheduler's address
-        (:func:`sapsam_utils.core.parallel.map_jobs`).
 
     Returns
     -------

@@ -96,11 +96,10 @@ def segment_cohort(
         Segmentation parameters (:func:`~sapsam_utils.imaging.segmentation.segmentation_params`).
     n_jobs : int
         Parallel processes.
+    scheduler : str
+        Where the segmentation jobs run (as in :func:`sapsam_utils.stages.scans.build_scans`).
     progress : bool
         Show a tqdm progress bar.
-    scheduler : str
-        Engine of the per-scan jobs: ``"processes"``, ``"dask"`` or a Dask scheduler's address
-        (:func:`sapsam_utils.core.parallel.map_jobs`).
 
     Returns
     -------
