@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from sapsam_utils.core.files import atomic_dir, write_json
-from sapsam_utils.core.paper import load_paper_numbers, paper_value, paper_values
+from sapsam_utils.core.paper import PAPER_NUMBERS, load_paper_numbers, paper_value, paper_values
+from sapsam_utils.core.paths import project_root
 from sapsam_utils.core.results import Estimate
 from sapsam_utils.stages.workdir import (current_stage, model_record, read_cohort, read_results, stage_dir,
                                          stage_key, stage_params, upstream_dir, write_results)
@@ -109,3 +110,17 @@ def test_paper_numbers_come_from_one_file():
     assert len({(r["notebook"], r["key"]) for r in rows}) == len(rows), "a metric with two paper numbers"
     with pytest.raises(KeyError, match="no row"):
         paper_value("04_disease_classifier", "no_such_metric")
+
+
+def test_the_paper_numbers_read_under_the_c_locale():
+    """GDCM's DICOM writer sets the C locale, where Python's default text encoding is ASCII; the
+    paper's numbers file holds UTF-8 (dashes, apostrophes), so it is read as UTF-8 whatever the locale."""
+    import locale
+
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        locale.setlocale(locale.LC_ALL, "C")
+        assert max((project_root() / PAPER_NUMBERS).read_bytes()) > 127  # the file holds UTF-8 beyond ASCII
+        assert len(load_paper_numbers()) > 50
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)

@@ -115,4 +115,4 @@ def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -35,7 +35,7 @@ def load_paper_numbers(path: str | os.PathLike = PAPER_NUMBERS) -> list[dict[str
         A row lacks a key or names an unknown ``needs``, naming the file and the row's number.
     """
     path = project_path(path)
-    rows = yaml.safe_load(Path(path).read_text()) or []
+    rows = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or []
     if not isinstance(rows, list):
         raise ValueError(f"{path}: expected a list of rows")
     for number, row in enumerate(rows, 1):

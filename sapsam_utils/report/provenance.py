@@ -119,7 +119,7 @@ class Provenance:
         path = Path(executed_dir) / JSON_NAME
         if not path.is_file():
             return cls()
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
         return cls(data.get("environment", {}), data.get("notebooks", {}))
 
     def add(self, stem: str, record: dict[str, Any]) -> None:
@@ -135,7 +135,7 @@ class Provenance:
     def save(self, executed_dir: str | os.PathLike) -> None:
         executed_dir = Path(executed_dir)
         write_json(executed_dir / JSON_NAME, {"environment": self.environment, "notebooks": self.notebooks})
-        (executed_dir / MARKDOWN_NAME).write_text(render_markdown(self))
+        (executed_dir / MARKDOWN_NAME).write_text(render_markdown(self), encoding="utf-8")
 
 
 def _cell(value: Any) -> str:

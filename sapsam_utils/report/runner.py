@@ -76,7 +76,7 @@ def toc_files(toc_path: Path) -> list[str]:
     """Every ``file:`` entry of a Jupyter Book ``_toc.yml`` (root first), in reading order."""
     if not toc_path.is_file():
         raise RunnerError(f"{toc_path}: no table of contents")
-    toc = yaml.safe_load(toc_path.read_text()) or {}
+    toc = yaml.safe_load(toc_path.read_text(encoding="utf-8")) or {}
     files = [toc["root"]] if "root" in toc else []
 
     def walk(node: Any) -> None:
@@ -107,7 +107,7 @@ def load_profile(root: Path, profile: str) -> dict[str, dict]:
     path = root / "notebooks" / "params" / f"{profile}.yaml"
     if not path.is_file():
         raise RunnerError(f"{path}: no such profile (profiles: {', '.join(PROFILES)})")
-    blocks = yaml.safe_load(path.read_text()) or {}
+    blocks = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     for name, block in blocks.items():
         if not isinstance(block, dict):
             raise RunnerError(f"{path}: block '{name}' must be a mapping of parameter -> value")

@@ -101,5 +101,5 @@ def write_summary(root: str | os.PathLike, record: Provenance, path: str | os.Pa
     rows = load_paper_numbers(Path(root) / PAPER_NUMBERS) if (Path(root) / PAPER_NUMBERS).is_file() else []
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_summary(rows, read_results(record), record))
+    path.write_text(render_summary(rows, read_results(record), record), encoding="utf-8")
     return path

@@ -98,7 +98,7 @@ def current_stage(workdir: str | os.PathLike, stage: str) -> tuple[str, Path]:
             f"{record_path}: stage '{stage}' has not been run in {workdir}; run the notebooks "
             "that produce it first (in _toc.yml order), with the same workdir"
         )
-    key = json.loads(record_path.read_text())["key"]
+    key = json.loads(record_path.read_text(encoding="utf-8"))["key"]
     return key, Path(workdir) / stage / key
 
 
@@ -127,7 +127,7 @@ def side_run(workdir: str | os.PathLike, stages) -> Iterator[None]:
     restored (or removed, if the stage had none), so later chapters read the main run.
     """
     records = {stage: Path(workdir) / stage / CURRENT_RECORD for stage in stages}
-    saved = {stage: path.read_text() if path.is_file() else None for stage, path in records.items()}
+    saved = {stage: path.read_text(encoding="utf-8") if path.is_file() else None for stage, path in records.items()}
     try:
         yield
     finally:
@@ -136,7 +136,7 @@ def side_run(workdir: str | os.PathLike, stages) -> Iterator[None]:
                 path.unlink(missing_ok=True)
             else:
                 with atomic_file(path) as tmp:
-                    tmp.write_text(saved[stage])
+                    tmp.write_text(saved[stage], encoding="utf-8")
 
 
 # --- the scans stage's cohort table -------------------------------------------------------------
