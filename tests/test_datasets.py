@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sapsam_utils.core import files
 from sapsam_utils.stages import workdir as wd
 from sapsam_utils.stages import datasets
 from sapsam_utils.imaging import projections

@@ -46,12 +46,13 @@ GRID = dict(phantom_shape=(54, 64, 64), phantom_spacing=(6.0, 5.6, 5.6), difficu
 TIMING = {"seconds", "step_seconds"}  # segmentation.json's timing fields
 
 
-def run_scans(manifest_path, workdir, n_jobs=1):
+def run_scans(manifest_path, workdir, n_jobs=1, scheduler="processes"):
     """The scans stage as chapter 01 runs it."""
     table = read_manifest(manifest_path)
     params = scans_stage_params(table, GRID["phantom_shape"], GRID["phantom_spacing"], GRID["difficulty"])
     out = stage_dir(workdir, "scans", params)
-    return build_scans(table, Path(manifest_path).parent, out, **GRID, n_jobs=n_jobs, progress=False)
+    return build_scans(table, Path(manifest_path).parent, out, **GRID, n_jobs=n_jobs, progress=False,
+                       scheduler=scheduler)
 
 
 def run_masks(workdir, n_jobs=1):
@@ -251,12 +252,20 @@ def build_scan_or_die(row, *args):
     return scans_stage.build_scan(row, *args)
 
 
-def test_a_dead_worker_names_the_scan_and_the_stage_resumes(manifest, reference, monkeypatch, tmp_path):
+#: What each engine says when the worker that builds a scan dies (Dask retries it on other workers first).
+DIED = {"processes": "a worker process died .* while running scans .*{scan}.*run again to resume",
+        "dask": "scans {scan}: the Dask workers running it died .*run again to resume"}
+
+
+@pytest.mark.parametrize("scheduler", ["processes", "dask"])
+def test_a_dead_worker_names_the_scan_and_the_stage_resumes(manifest, reference, monkeypatch, tmp_path, scheduler):
+    if scheduler == "dask":
+        pytest.importorskip("distributed")
     ids = scan_ids(manifest)
     dying = ids[3]
     monkeypatch.setattr(scans_stage, "build_scan", build_scan_or_die)
-    with pytest.raises(WorkerDied, match=rf"a worker process died .* while running scans .*{dying}.*run again to resume"):
-        run_scans(manifest, tmp_path, n_jobs=2)
+    with pytest.raises(WorkerDied, match=DIED[scheduler].format(scan=dying)):
+        run_scans(manifest, tmp_path, n_jobs=2, scheduler=scheduler)
     monkeypatch.undo()
     _, scans = current_stage(tmp_path, "scans")
     assert not (scans / dying).exists()

@@ -330,3 +330,12 @@ def test_loaded_volume_carries_nothing_but_voxels_and_geometry(dicom_copy, tmp_p
 
     assert b"Lung_Dx" not in gzip.decompress(out.read_bytes())
     assert to_sitk(loaded).GetMetaDataKeys() == ()
+
+
+def test_slices_of_different_sizes_are_rejected(dicom_copy):
+    target = sorted(dicom_copy.iterdir())[7]
+    _patch(target, b"(\x00\x10\x00US\x02\x00\x00\x02", b"(\x00\x10\x00US\x02\x00\x00\x01")  # (0028,0010) Rows 512 -> 256
+    with pytest.raises(LoadError, match=rf"slices differ in size \(columns x rows: 512 x 256 in {target.name}, "
+                                        r"512 x 512 in .*\)") as err:
+        load_source(dicom_copy)
+    assert str(dicom_copy) in str(err.value)

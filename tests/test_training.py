@@ -12,7 +12,8 @@ from sapsam_utils.core import files
 from sapsam_utils.stages import workdir as wd
 from sapsam_utils.learning import training
 from sapsam_utils.stages import models as model_stage
-from sapsam_utils.stages.datasets import SPLITS, load_split
+from sapsam_utils.learning.splits import SPLITS
+from sapsam_utils.stages.datasets import load_split
 from sapsam_utils.learning.training import ImageBatches, TrainParams, epoch_rows, fit, predict_probabilities
 
 

@@ -14,8 +14,8 @@ DICOM series
     the series (a stray file, or a damaged slice that the DICOM reader cannot parse: ignoring it
     would drop a slice silently; hidden files, named ``.*``, are ignored), several series, a
     non-CT modality, a slice without its rescale slope and intercept, one slice only, slices of
-    different orientations, slices not stacked along their normal (a gantry tilt), two slices at
-    one position, missing slices (a gap larger than 1.5 times the usual spacing) or uneven
+    different sizes or orientations, slices not stacked along their normal (a gantry tilt), two
+    slices at one position, missing slices (a gap larger than 1.5 times the usual spacing) or uneven
     spacing (gaps that differ by more than 2 %); an oblique series (image axes not along the
     patient's) is rejected when it is reoriented. SimpleITK's GDCM reader applies each file's
     rescale slope and intercept (tested against the raw stored pixels), so the values are HU, and
@@ -320,7 +320,8 @@ def dicom_slice_order(folder: str | os.PathLike) -> tuple[list[str], float]:
     ------
     LoadError
         Naming the folder: no DICOM files, a file outside the series, several series, non-CT
-        modality, no rescale slope / intercept, one slice only, mixed orientations, slices not
+        modality, no rescale slope / intercept, one slice only, slices of different sizes, mixed
+        orientations, slices not
         stacked along their normal, duplicate positions, missing slices, uneven spacing.
     """
     folder = Path(folder)
@@ -347,12 +348,13 @@ def dicom_slice_order(folder: str | os.PathLike) -> tuple[list[str], float]:
     if len(files) < 2:
         raise LoadError(f"{folder}: only {len(files)} DICOM slice; a CT series has several (multi-frame files are not supported)")
 
-    orientations, positions = [], []
+    orientations, positions, sizes = [], [], {}
     for name in files:
         try:
             header = _header(name)
         except RuntimeError as err:
             raise LoadError(f"{folder}: {Path(name).name} is not a readable DICOM file ({_last_line(err)})") from err
+        sizes.setdefault(tuple(header.GetSize()[:2]), Path(name).name)
         if header.HasMetaDataKey(_MODALITY):
             modality = header.GetMetaData(_MODALITY).strip()
             if modality and modality != "CT":
@@ -367,6 +369,9 @@ def dicom_slice_order(folder: str | os.PathLike) -> tuple[list[str], float]:
             raise LoadError(f"{folder}: {Path(name).name} has no valid ImagePositionPatient/ImageOrientationPatient")
         orientations.append(orientation)
         positions.append(position)
+    if len(sizes) > 1:  # one volume needs one slice size; reading would fail later, or stretch slices
+        shown = ", ".join(f"{c} x {r} in {name}" for (c, r), name in sorted(sizes.items()))
+        raise LoadError(f"{folder}: the slices differ in size (columns x rows: {shown})")
     orientations = np.array(orientations)
     if np.abs(orientations - orientations[0]).max() > 1e-3:
         raise LoadError(f"{folder}: the slices have different orientations (ImageOrientationPatient)")

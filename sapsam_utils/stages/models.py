@@ -27,7 +27,7 @@ import hashlib
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import keras
 import numpy as np
