@@ -433,6 +433,14 @@ def test_layer_maps_are_gradcam_and_the_mean_activation_on_the_pixels():
     np.testing.assert_allclose(maps["mean_activation"], gc.upsample(by_hand, (4, 4)), rtol=1e-5, atol=1e-6)
 
 
+def test_class_maps_are_the_class_s_gradcam_on_the_images_pixels():
+    model, x = tiny_model(), images(3, seed=4)
+    for c in (0, 1):
+        maps = gc.class_maps(model, x, "conv", class_index=c, batch_size=2)
+        assert maps.shape == (3, 4, 4)
+        np.testing.assert_allclose(maps, gc.upsample(gc.gradcam(model, x, c, "conv"), (4, 4)), rtol=1e-6)
+
+
 def test_localisation_by_layer_scores_each_layer_against_the_truth():
     model, x = tiny_model(), images(4, seed=6)
     truths = np.zeros((4, 4, 4))

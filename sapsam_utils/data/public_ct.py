@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.files import atomic_dir
+from .loading import load_label, load_source
 from .manifest import ManifestError, read_manifest, resolve_path, validate_manifest
 from ..core.paths import project_path
 from ..core.volume import subsample_inplane
@@ -154,8 +155,6 @@ class PublicCT:
         """One case's CT and lesion labels (None for a case without them, or when not ``labels``)
         as Volumes, on every ``stride``-th pixel in-plane
         (:func:`sapsam_utils.core.volume.subsample_inplane`)."""
-        from .loading import load_label, load_source
-
         row = self.row(scan_id)
         ct = load_source(row["source"], self.root)
         lesions = load_label(row["lesion_mask"], self.root, ct) if labels and row["lesion_mask"] else None

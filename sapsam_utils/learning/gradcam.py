@@ -728,6 +728,12 @@ def sub_region_psam(maps2d: dict[str, np.ndarray], ct: Volume, refined: Volume, 
 # The chapter's scores, on arrays and tables
 
 
+def class_maps(model: keras.Model, images: np.ndarray, layer: str | None = None, class_index: int = 1,
+               batch_size: int = 32) -> np.ndarray:
+    """Grad-CAM maps of ``class_index`` (:func:`gradcam`) upsampled to the images' pixels (:func:`upsample`)."""
+    return upsample(gradcam(model, images, class_index, layer, batch_size=batch_size), images.shape[1:3])
+
+
 def layer_maps(model: keras.Model, images: np.ndarray, layers: Sequence[str], batch_size: int = 32) -> dict[str, np.ndarray]:
     """The maps of class 1 of each of ``layers`` (Grad-CAM), then ``mean_activation``: the mean
     activation of the first layer (no class, no gradient), all upsampled to the images' pixels.
@@ -738,7 +744,7 @@ def layer_maps(model: keras.Model, images: np.ndarray, layers: Sequence[str], ba
         ``(N, H, W, C)`` in [0, 1].
     """
     shape = images.shape[1:3]
-    maps = {layer: upsample(gradcam(model, images, 1, layer, batch_size=batch_size), shape) for layer in layers}
+    maps = {layer: class_maps(model, images, layer, batch_size=batch_size) for layer in layers}
     maps["mean_activation"] = upsample(mean_activation(model, images, layers[0]), shape)
     return maps
 
